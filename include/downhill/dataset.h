@@ -1,0 +1,115 @@
+#pragma once
+// Mini-batches from tensors or from a generator callable (DESIGN.md §4).
+
+#include <downhill/batch.h>
+#include <torch/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace downhill {
+
+/// Settings of a Dataset, chainable: `DatasetOptions().batch_size(64).shuffle(false)`.
+class DatasetOptions {
+ public:
+  /// Name used in log lines ("train", "valid", ...).
+  DatasetOptions& name(std::string value) {
+    name_ = std::move(value);
+    return *this;
+  }
+  const std::string& name() const noexcept { return name_; }
+  /// Samples per batch; <= 0 means one batch of everything. Default 32.
+  DatasetOptions& batch_size(int64_t value) {
+    batch_size_ = value;
+    return *this;
+  }
+  int64_t batch_size() const noexcept { return batch_size_; }
+  /// Batches per pass; >= 1. Default: the number of slices (100 for a generator,
+  /// 1 for a dataset of no tensors).
+  DatasetOptions& iteration_size(int64_t value) {
+    iteration_size_ = value;
+    return *this;
+  }
+  const std::optional<int64_t>& iteration_size() const noexcept { return iteration_size_; }
+  /// The axis along which tensors are split into batches. Default 0; negative counts from the end.
+  DatasetOptions& axis(int64_t value) {
+    axis_ = value;
+    return *this;
+  }
+  int64_t axis() const noexcept { return axis_; }
+  /// Shuffle the slice order at construction and at each wrap-around. Default true.
+  DatasetOptions& shuffle(bool value) {
+    shuffle_ = value;
+    return *this;
+  }
+  bool shuffle() const noexcept { return shuffle_; }
+  /// Generator for the shuffling. Default: LibTorch's global generator.
+  DatasetOptions& generator(torch::Generator value) {
+    generator_ = std::move(value);
+    return *this;
+  }
+  const std::optional<torch::Generator>& generator() const noexcept { return generator_; }
+
+ private:
+  std::string name_ = "data";
+  int64_t batch_size_ = 32;
+  std::optional<int64_t> iteration_size_;
+  int64_t axis_ = 0;
+  bool shuffle_ = true;
+  std::optional<torch::Generator> generator_;
+};
+
+/// Mini-batches for training or validation.
+///
+/// From tensors: every tensor is split along `axis` into contiguous slices of
+/// `batch_size` (views, not copies); the slice order is shuffled at construction
+/// and again at each wrap-around; each pass yields `iteration_size` batches and
+/// continues where the previous pass stopped. From a generator: each batch is a
+/// call to the generator. A dataset of no tensors (`Dataset(Batch{})`) yields
+/// empty batches, for losses that need no data.
+class Dataset {
+ public:
+  /// Splits `arrays` into batches. Throws std::invalid_argument when lengths along
+  /// the axis differ (listing every shape), the axis is out of range, or a tensor is empty.
+  explicit Dataset(Batch arrays, DatasetOptions options = {});
+  /// Calls `generator` for each batch.
+  explicit Dataset(std::function<Batch()> generator, DatasetOptions options = {});
+
+  const std::string& name() const noexcept { return options_.name(); }
+  const DatasetOptions& options() const noexcept { return options_; }
+  /// Batches in one pass.
+  int64_t iteration_size() const noexcept { return iteration_size_; }
+  /// Number of slices (tensor datasets; 1 for a dataset of no tensors, 0 for a generator).
+  int64_t slice_count() const noexcept { return static_cast<int64_t>(slices_.size()); }
+  /// The current slice order, as indices into the slices.
+  const std::vector<int64_t>& order() const noexcept { return order_; }
+  /// Position of the next batch in order() (tensor datasets).
+  int64_t position() const noexcept { return position_; }
+
+  /// The next batch, wrapping around (and reshuffling) at the end.
+  Batch next();
+  /// The batch next() would return, without consuming it.
+  const Batch& peek();
+  /// The weight of a batch when averaging monitors: its length along the axis
+  /// (1 for an empty batch).
+  int64_t samples(const Batch& batch) const;
+
+ private:
+  void reshuffle();
+  void check_generated(const Batch& batch);
+
+  DatasetOptions options_;
+  std::vector<Batch> slices_;
+  std::function<Batch()> generator_;
+  std::optional<Batch> peeked_;
+  int64_t generated_arity_ = -1;
+  std::vector<int64_t> order_;
+  int64_t position_ = 0;
+  int64_t iteration_size_ = 0;
+};
+
+}  // namespace downhill

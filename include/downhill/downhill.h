@@ -1,0 +1,15 @@
+#pragma once
+// downhill: minimize scalar loss functions written with LibTorch tensors.
+// Including this header brings in the whole public interface.
+
+#include <downhill/batch.h>
+#include <downhill/dataset.h>
+#include <downhill/hessian.h>
+#include <downhill/iteration.h>
+#include <downhill/logging.h>
+#include <downhill/minimize.h>
+#include <downhill/monitors.h>
+#include <downhill/optimizer.h>
+#include <downhill/options.h>
+#include <downhill/params.h>
+#include <downhill/registry.h>

@@ -1,0 +1,15 @@
+#pragma once
+// downhill's logger: spdlog, named "downhill".
+
+#include <spdlog/fwd.h>
+
+#include <memory>
+
+namespace downhill {
+
+/// The logger every line of downhill goes through (also reachable as
+/// spdlog::get("downhill")). Silence it with `logger()->set_level(spdlog::level::off)`,
+/// or redirect it by replacing its sinks.
+std::shared_ptr<spdlog::logger> logger();
+
+}  // namespace downhill

@@ -1,0 +1,36 @@
+#pragma once
+// The values of one evaluation: an ordered name -> double map.
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace downhill {
+
+/// Named values of one evaluation (or of one pass, averaged). The first entry
+/// is always "loss" once anything has been recorded.
+class Monitors {
+ public:
+  using Entry = std::pair<std::string, double>;
+
+  /// The value named `name`; throws std::out_of_range naming the known monitors.
+  double at(std::string_view name) const;
+  /// Whether a value named `name` is present.
+  bool contains(std::string_view name) const noexcept;
+  /// Sets `name` to `value`, appending it if new (order of first insertion is kept).
+  void set(std::string_view name, double value);
+
+  size_t size() const noexcept { return entries_.size(); }
+  bool empty() const noexcept { return entries_.empty(); }
+  auto begin() const noexcept { return entries_.begin(); }
+  auto end() const noexcept { return entries_.end(); }
+
+  /// "loss=0.123456 err=0.100000", as downhill logs them.
+  std::string to_string() const;
+
+ private:
+  std::vector<Entry> entries_;
+};
+
+}  // namespace downhill

@@ -1,0 +1,136 @@
+#pragma once
+// The base class of every algorithm: updates, steps, evaluation and the loop.
+
+#include <downhill/batch.h>
+#include <downhill/monitors.h>
+#include <downhill/options.h>
+#include <downhill/params.h>
+#include <torch/types.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace downhill {
+
+class Dataset;
+class Iteration;
+
+/// Named state tensors of an optimizer, e.g. {"u.G", tensor}.
+using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
+
+/// The base class of the algorithms; downhill::build() makes one by name.
+///
+/// An optimizer holds shallow handles to the caller's parameter tensors and
+/// updates them in place. It is not copyable; move the unique_ptr build() returns.
+class Optimizer {
+ public:
+  virtual ~Optimizer();
+  Optimizer(const Optimizer&) = delete;
+  Optimizer& operator=(const Optimizer&) = delete;
+
+  /// The algorithm's display name, e.g. "RMSProp".
+  const std::string& name() const noexcept { return name_; }
+  const Params& params() const noexcept { return params_; }
+  /// The parameter tensors, in the order of params().
+  std::vector<torch::Tensor> tensors() const { return params_.tensors(); }
+  const Options& options() const noexcept { return options_; }
+  /// Whether apply() needs Hessian-vector products (ESGD).
+  virtual bool needs_hessian_vector_products() const { return false; }
+
+  /// Applies one update from gradients you computed (one per parameter, in the
+  /// order of params()): clipping, the algorithm and momentum. Throws
+  /// std::invalid_argument, updating nothing, if any gradient does not match its
+  /// parameter (count, shape, dtype, device). Returns false, updating nothing
+  /// (parameters and state stay exactly as they were), if any gradient holds a
+  /// NaN or an infinity; a warning is logged.
+  bool apply(const std::vector<torch::Tensor>& grads);
+  /// As apply(grads), with the Hessian-vector products ESGD needs (others ignore them).
+  bool apply(const std::vector<torch::Tensor>& grads,
+             const std::vector<torch::Tensor>& hessian_vector_products);
+
+  /// One mini-batch: evaluates the loss, differentiates it (with Hessian-vector
+  /// products for ESGD) and applies the update. Returns that batch's monitors,
+  /// computed before the update. Needs an optimizer built with a loss.
+  Monitors step(const Batch& batch);
+  /// Monitors averaged over one pass of `data` (weighted by samples); no update.
+  Monitors evaluate(Dataset& data);
+  /// The loop of DESIGN.md §5 as a range: one (training, validation) pair per pass.
+  /// Validation uses `train` when `valid` is null. Both must outlive the range.
+  Iteration iterate(Dataset& train, Dataset* valid = nullptr);
+  /// Runs iterate() to its end and returns the last (training, validation) pair.
+  std::pair<Monitors, Monitors> minimize(Dataset& train, Dataset* valid = nullptr);
+
+  /// Copies `values` into the parameters (same count, shapes and dtypes).
+  void set_params(const std::vector<torch::Tensor>& values);
+  /// Copies the parameters of the best validation back (no-op before any validation).
+  void restore_best();
+
+  /// Every state tensor of the algorithm and of momentum, named "PARAM.SLOT"
+  /// (e.g. "u.G", "u.velocity"). Handles share storage with the live state.
+  NamedTensors state();
+  /// Updates applied so far (Adam's t).
+  int64_t update_count() const noexcept { return update_count_; }
+
+ protected:
+  /// `loss` may be empty for an optimizer that is only used through apply().
+  /// Validates `options` and the parameters; throws std::invalid_argument.
+  Optimizer(std::string name, Loss loss, Params params, Options options);
+
+  /// The algorithm's state slots per parameter, e.g. {"f", "G"}.
+  virtual std::vector<std::string> state_names() const { return {}; }
+  /// Initial value of slot `slot` of parameter `param`; zeros by default.
+  virtual torch::Tensor initial_state(size_t slot, const torch::Tensor& param) const;
+  /// Called once at the start of every update, before any parameter is touched.
+  virtual void begin_update() {}
+  /// The reference (tensor-op) rule: turns the clipped gradient `grad` (and, for
+  /// ESGD, the Hessian-vector product `hv`) into the update u, updating `state`.
+  virtual torch::Tensor compute_update(size_t index, const torch::Tensor& grad,
+                                       const torch::Tensor& hv,
+                                       std::vector<torch::Tensor>& state) = 0;
+  /// The fused path for parameter `index`: does clipping (`clip_elem` > 0: clamp;
+  /// otherwise multiply by `grad_scale`), the rule and momentum in one pass.
+  /// Returns false when it does not apply, and the reference path runs instead.
+  virtual bool fused_update(size_t index, const torch::Tensor& grad, const torch::Tensor& hv,
+                            double grad_scale, double clip_elem) {
+    return false;
+  }
+
+  /// Live state of parameter `index` (algorithm slots), for fused kernels.
+  std::vector<torch::Tensor>& slots(size_t index) { return state_[index]; }
+  /// The momentum velocity of parameter `index` (undefined when momentum is 0).
+  torch::Tensor& velocity(size_t index) { return velocity_[index]; }
+  /// Whether this update uses Nesterov momentum (NAG forces it on).
+  virtual bool nesterov() const { return options_.nesterov(); }
+
+ private:
+  friend class Iteration;
+  void ensure_state();
+  void check_gradients(const std::vector<torch::Tensor>& grads, const char* what) const;
+  bool apply_checked(const std::vector<torch::Tensor>& grads,
+                     const std::vector<torch::Tensor>& hvs, bool already_clipped);
+  void keep_best();
+
+  // Where the loop stands; kept here so that the run outlives one Iteration.
+  struct LoopState {
+    int64_t passes = 0;
+    int64_t validations = 0;
+    int64_t best_validation = 0;
+    double best_loss = 0.0;
+    Monitors last_validation;
+  };
+
+  std::string name_;
+  Loss loss_;
+  Params params_;
+  Options options_;
+  std::vector<std::vector<torch::Tensor>> state_;
+  std::vector<torch::Tensor> velocity_;
+  std::vector<torch::Tensor> best_;
+  int64_t update_count_ = 0;
+  bool warned_unused_ = false;
+  LoopState loop_;
+};
+
+}  // namespace downhill

@@ -1,0 +1,119 @@
+#pragma once
+// Every setting of an optimizer and of its loop, as chainable setters.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace downhill {
+
+/// How ESGD computes Hessian-vector products (DESIGN.md §3).
+enum class HvMethod {
+  kRop,   ///< Jacobian of the gradient times r (forward-mode style, via two vector-Jacobian products)
+  kLop,   ///< the vector-Jacobian product rᵀH
+  kGrad,  ///< the gradient of (g · r)
+};
+
+/// The name of an HvMethod: "rop", "lop" or "grad".
+std::string_view to_string(HvMethod method);
+
+// Declares a setting: a chainable setter and a getter of the same name.
+#define DOWNHILL_SETTING(Type, name, initial)          \
+ public:                                               \
+  Options& name(Type value) {                          \
+    name##_ = std::move(value);                        \
+    return *this;                                      \
+  }                                                    \
+  const Type& name() const noexcept { return name##_; } \
+                                                       \
+ private:                                              \
+  Type name##_ = initial
+
+// Declares an optional integer setting: unset by default.
+#define DOWNHILL_OPTIONAL_SETTING(name)                                  \
+ public:                                                                 \
+  Options& name(int64_t value) {                                         \
+    name##_ = value;                                                     \
+    return *this;                                                        \
+  }                                                                      \
+  const std::optional<int64_t>& name() const noexcept { return name##_; } \
+                                                                         \
+ private:                                                                \
+  std::optional<int64_t> name##_
+
+/// Every setting of an optimizer and of its loop, in the LibTorch style:
+/// `Options().learning_rate(0.1).momentum(0.9)`. Each setter has a getter of the
+/// same name. Values are checked by validate(), which build() calls.
+class Options {
+  // --- The algorithm (DESIGN.md §3) ---
+  /// Algorithm used by downhill::minimize (build() takes it as an argument).
+  DOWNHILL_SETTING(std::string, algo, "rmsprop");
+  /// Step size; > 0. ADADELTA ignores it.
+  DOWNHILL_SETTING(double, learning_rate, 1e-4);
+  /// Momentum μ in [0, 1); 0 turns momentum off.
+  DOWNHILL_SETTING(double, momentum, 0.0);
+  /// Nesterov-style momentum instead of regular momentum.
+  DOWNHILL_SETTING(bool, nesterov, false);
+  /// Rescale each parameter's gradient to at most this L2 norm; 0 = off.
+  DOWNHILL_SETTING(double, max_gradient_norm, 0.0);
+  /// Clamp each gradient element to [-e, e]; 0 = off. Wins over max_gradient_norm.
+  DOWNHILL_SETTING(double, max_gradient_elem, 0.0);
+  /// Half-life (in updates) of the running averages of RMSProp, ADADELTA and ESGD; > 0.
+  DOWNHILL_SETTING(double, rms_halflife, 14.0);
+  /// ε added to denominators; >= 0.
+  DOWNHILL_SETTING(double, rms_regularizer, 1e-8);
+  /// Half-life of Adam's first-moment average; > 0.
+  DOWNHILL_SETTING(double, beta1_halflife, 7.0);
+  /// Half-life of Adam's second-moment average; > 0.
+  DOWNHILL_SETTING(double, beta2_halflife, 69.0);
+  /// RProp's step growth factor when the gradient keeps its sign; >= 1.
+  DOWNHILL_SETTING(double, rprop_increase, 1.01);
+  /// RProp's step shrink factor when the gradient flips sign; in (0, 1].
+  DOWNHILL_SETTING(double, rprop_decrease, 0.99);
+  /// RProp's smallest step; >= 0.
+  DOWNHILL_SETTING(double, rprop_min_step, 0.0);
+  /// RProp's largest step; >= rprop_min_step.
+  DOWNHILL_SETTING(double, rprop_max_step, 100.0);
+  /// How ESGD computes Hessian-vector products.
+  DOWNHILL_SETTING(HvMethod, hv_method, HvMethod::kRop);
+  /// Use the fused single-pass CPU kernels where they apply (contiguous float/double
+  /// CPU tensors). Off, every update runs the tensor-op reference; for testing.
+  DOWNHILL_SETTING(bool, fused, true);
+
+  // --- The loop (DESIGN.md §5) ---
+  /// Validations without improvement tolerated before stopping; >= 0.
+  DOWNHILL_SETTING(int64_t, patience, 5);
+  /// Validate every this many passes; >= 1.
+  DOWNHILL_SETTING(int64_t, validate_every, 10);
+  /// Relative improvement of the validation loss that counts as progress; >= 0.
+  DOWNHILL_SETTING(double, min_improvement, 0.0);
+  /// Report grad(NAME), the L2 norm of each raw gradient, among the monitors.
+  DOWNHILL_SETTING(bool, monitor_gradients, false);
+  /// Mini-batch size used when minimize() wraps tensors in a Dataset; <= 0 = one batch.
+  DOWNHILL_SETTING(int64_t, batch_size, 32);
+  /// Stop after this many passes (unset: no limit); >= 1.
+  DOWNHILL_OPTIONAL_SETTING(max_updates);
+  /// Batches per training pass when minimize() wraps the data (unset: all); >= 1.
+  DOWNHILL_OPTIONAL_SETTING(train_batches);
+  /// Batches per validation pass when minimize() wraps the data (unset: all); >= 1.
+  DOWNHILL_OPTIONAL_SETTING(valid_batches);
+
+ public:
+  /// Parses "rop", "lop" or "grad" (any case); throws std::invalid_argument otherwise.
+  Options& hv_method(std::string_view name);
+
+  /// Every setting as (name, value) text, in declaration order, for logging.
+  std::vector<std::pair<std::string, std::string>> settings() const;
+
+  /// Throws std::invalid_argument naming the first setting that makes no sense,
+  /// its value and the allowed range.
+  void validate() const;
+};
+
+#undef DOWNHILL_SETTING
+#undef DOWNHILL_OPTIONAL_SETTING
+
+}  // namespace downhill

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs every Debian package that downhill's build, tests, examples and
+# benchmarks need. Idempotent: packages already present are skipped.
+set -euo pipefail
+
+packages=(
+  build-essential cmake make ccache pkg-config clang-format
+  libtorch-dev            # LibTorch (CPU) with its CMake package
+  libspdlog-dev libfmt-dev nlohmann-json3-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  python3-torch           # PyTorch peer for the benchmarks
+  python3-sklearn         # ships the digits data set used by an example
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all packages present"
+  exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"

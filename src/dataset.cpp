@@ -1,0 +1,164 @@
+#include <downhill/dataset.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace downhill {
+
+namespace {
+
+std::string shape_of(const torch::Tensor& t) {
+  std::string out = "[";
+  for (int64_t d = 0; d < t.dim(); ++d) out += (d ? ", " : "") + std::to_string(t.size(d));
+  return out + "]";
+}
+
+std::string shapes_of(const Batch& arrays) {
+  std::string out;
+  for (size_t i = 0; i < arrays.size(); ++i) {
+    out += (i ? ", " : "") + std::string("tensor ") + std::to_string(i) + " " +
+           (arrays[i].defined() ? shape_of(arrays[i]) : std::string("undefined"));
+  }
+  return out;
+}
+
+}  // namespace
+
+Dataset::Dataset(Batch arrays, DatasetOptions options) : options_(std::move(options)) {
+  if (options_.iteration_size() && *options_.iteration_size() < 1) {
+    throw std::invalid_argument("downhill: dataset '" + name() + "': iteration_size = " +
+                                std::to_string(*options_.iteration_size()) +
+                                " is invalid; allowed: an integer >= 1");
+  }
+  if (arrays.empty()) {
+    // A loss that needs no data: each pass is iteration_size steps on an empty batch.
+    slices_.emplace_back();
+    order_ = {0};
+    iteration_size_ = options_.iteration_size().value_or(1);
+    return;
+  }
+  int64_t axis = options_.axis();
+  int64_t length = -1;
+  for (size_t i = 0; i < arrays.size(); ++i) {
+    const auto& t = arrays[i];
+    if (!t.defined()) {
+      throw std::invalid_argument("downhill: dataset '" + name() + "': tensor " +
+                                  std::to_string(i) + " is undefined");
+    }
+    const int64_t dim = t.dim();
+    const int64_t resolved = axis < 0 ? axis + dim : axis;
+    if (resolved < 0 || resolved >= dim) {
+      throw std::invalid_argument("downhill: dataset '" + name() + "': axis " +
+                                  std::to_string(axis) + " is out of range for tensor " +
+                                  std::to_string(i) + " of shape " + shape_of(t) +
+                                  "; allowed: " + std::to_string(-dim) + " to " +
+                                  std::to_string(dim - 1));
+    }
+    if (t.numel() == 0) {
+      throw std::invalid_argument("downhill: dataset '" + name() + "': tensor " +
+                                  std::to_string(i) + " of shape " + shape_of(t) +
+                                  " is empty; every tensor needs at least one sample");
+    }
+    if (length >= 0 && t.size(resolved) != length) {
+      throw std::invalid_argument("downhill: dataset '" + name() +
+                                  "': tensors differ in length along axis " +
+                                  std::to_string(axis) + ": " + shapes_of(arrays));
+    }
+    length = t.size(resolved);
+  }
+  const int64_t batch = options_.batch_size() <= 0 ? length : options_.batch_size();
+  for (int64_t start = 0; start < length; start += batch) {
+    const int64_t size = std::min(batch, length - start);
+    Batch slice;
+    slice.reserve(arrays.size());
+    for (const auto& t : arrays) {
+      const int64_t resolved = axis < 0 ? axis + t.dim() : axis;
+      slice.push_back(t.narrow(resolved, start, size));
+    }
+    slices_.push_back(std::move(slice));
+  }
+  order_.resize(slices_.size());
+  for (size_t i = 0; i < order_.size(); ++i) order_[i] = static_cast<int64_t>(i);
+  iteration_size_ = options_.iteration_size().value_or(slice_count());
+  reshuffle();
+}
+
+Dataset::Dataset(std::function<Batch()> generator, DatasetOptions options)
+    : options_(std::move(options)), generator_(std::move(generator)) {
+  if (!generator_) {
+    throw std::invalid_argument("downhill: dataset '" + name() + "': the generator is empty");
+  }
+  if (options_.iteration_size() && *options_.iteration_size() < 1) {
+    throw std::invalid_argument("downhill: dataset '" + name() + "': iteration_size = " +
+                                std::to_string(*options_.iteration_size()) +
+                                " is invalid; allowed: an integer >= 1");
+  }
+  iteration_size_ = options_.iteration_size().value_or(100);
+}
+
+void Dataset::reshuffle() {
+  if (!options_.shuffle() || order_.size() < 2) return;
+  const auto n = static_cast<int64_t>(order_.size());
+  const auto permutation =
+      options_.generator()
+          ? torch::randperm(n, *options_.generator(), torch::TensorOptions().dtype(torch::kLong))
+          : torch::randperm(n, torch::TensorOptions().dtype(torch::kLong));
+  const auto* values = permutation.data_ptr<int64_t>();
+  order_.assign(values, values + n);
+}
+
+void Dataset::check_generated(const Batch& batch) {
+  if (batch.empty()) {
+    throw std::invalid_argument("downhill: dataset '" + name() +
+                                "': the generator returned an empty batch; it must return "
+                                "at least one tensor");
+  }
+  if (generated_arity_ >= 0 && static_cast<int64_t>(batch.size()) != generated_arity_) {
+    throw std::invalid_argument("downhill: dataset '" + name() + "': the generator returned " +
+                                std::to_string(batch.size()) + " tensors, but its first batch had " +
+                                std::to_string(generated_arity_) +
+                                "; every batch must have the same number");
+  }
+  generated_arity_ = static_cast<int64_t>(batch.size());
+}
+
+const Batch& Dataset::peek() {
+  if (!peeked_) {
+    if (generator_) {
+      Batch batch = generator_();
+      check_generated(batch);
+      peeked_ = std::move(batch);
+    } else {
+      return slices_[order_[position_]];
+    }
+  }
+  return *peeked_;
+}
+
+Batch Dataset::next() {
+  if (generator_) {
+    if (peeked_) {
+      Batch batch = std::move(*peeked_);
+      peeked_.reset();
+      return batch;
+    }
+    Batch batch = generator_();
+    check_generated(batch);
+    return batch;
+  }
+  Batch batch = slices_[order_[position_]];
+  if (++position_ == static_cast<int64_t>(order_.size())) {
+    position_ = 0;
+    reshuffle();
+  }
+  return batch;
+}
+
+int64_t Dataset::samples(const Batch& batch) const {
+  if (batch.empty() || !batch[0].defined() || batch[0].dim() == 0) return 1;
+  const int64_t axis = options_.axis() < 0 ? options_.axis() + batch[0].dim() : options_.axis();
+  if (axis < 0 || axis >= batch[0].dim()) return 1;
+  return batch[0].size(axis);
+}
+
+}  // namespace downhill

@@ -1,0 +1,71 @@
+#include <downhill/hessian.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace downhill {
+
+namespace {
+
+// A gradient that does not depend on its parameter has a zero Hessian block.
+torch::Tensor or_zeros(const torch::Tensor& result, const torch::Tensor& like) {
+  return result.defined() ? result.detach() : torch::zeros_like(like);
+}
+
+}  // namespace
+
+std::vector<torch::Tensor> hessian_vector_products(const std::vector<torch::Tensor>& grads,
+                                                   const std::vector<torch::Tensor>& params,
+                                                   const std::vector<torch::Tensor>& probes,
+                                                   HvMethod method) {
+  if (grads.size() != params.size() || probes.size() != params.size()) {
+    throw std::invalid_argument("downhill: hessian_vector_products needs one gradient and one "
+                                "probe per parameter; got " +
+                                std::to_string(grads.size()) + " gradients and " +
+                                std::to_string(probes.size()) + " probes for " +
+                                std::to_string(params.size()) + " parameters");
+  }
+  std::vector<torch::Tensor> out;
+  out.reserve(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto& g = grads[i];
+    const auto& p = params[i];
+    const auto& r = probes[i];
+    if (!g.requires_grad()) {
+      out.push_back(torch::zeros_like(p));
+      continue;
+    }
+    torch::Tensor hv;
+    switch (method) {
+      case HvMethod::kGrad: {
+        // ∂(g·r)/∂p = H r.
+        hv = torch::autograd::grad({(g * r).sum()}, {p}, {}, /*retain_graph=*/true,
+                                   /*create_graph=*/false, /*allow_unused=*/true)[0];
+        break;
+      }
+      case HvMethod::kLop: {
+        // rᵀ ∂g/∂p = rᵀH, which is H r for a symmetric Hessian.
+        hv = torch::autograd::grad({g}, {p}, {r}, /*retain_graph=*/true, /*create_graph=*/false,
+                                   /*allow_unused=*/true)[0];
+        break;
+      }
+      case HvMethod::kRop: {
+        // (∂g/∂p) r through two vector-Jacobian products: with a dummy v,
+        // z = vᵀ ∂g/∂p is linear in v, and ∂(z·r)/∂v = (∂g/∂p) r.
+        auto dummy = torch::zeros_like(g).requires_grad_(true);
+        auto vjp = torch::autograd::grad({g}, {p}, {dummy}, /*retain_graph=*/true,
+                                         /*create_graph=*/true, /*allow_unused=*/true)[0];
+        if (vjp.defined() && vjp.requires_grad()) {
+          hv = torch::autograd::grad({vjp}, {dummy}, {r}, /*retain_graph=*/false,
+                                     /*create_graph=*/false, /*allow_unused=*/true)[0];
+        }
+        break;
+      }
+    }
+    out.push_back(or_zeros(hv, p));
+  }
+  return out;
+}
+
+}  // namespace downhill

@@ -1,0 +1,238 @@
+#include <downhill/dataset.h>
+#include <downhill/iteration.h>
+#include <downhill/logging.h>
+#include <downhill/optimizer.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <optional>
+#include <stdexcept>
+
+#include "interrupt.h"
+
+namespace downhill {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// One progress line on a terminal for passes longer than about a second,
+// cleared before the pass's log line. Never when stderr is not a terminal.
+class ProgressLine {
+ public:
+  ProgressLine(const std::string& label, int64_t total)
+      : label_(label), total_(total), start_(Clock::now()), last_(start_),
+        enabled_(isatty(STDERR_FILENO) == 1) {}
+
+  void update(int64_t done, double running_loss) {
+    if (!enabled_) return;
+    const auto now = Clock::now();
+    if (now - start_ < std::chrono::seconds(1) || now - last_ < std::chrono::milliseconds(200)) {
+      return;
+    }
+    last_ = now;
+    shown_ = true;
+    const double elapsed = std::chrono::duration<double>(now - start_).count();
+    std::fprintf(stderr, "\r\033[K%s %lld/%lld batches %.1fs loss=%f", label_.c_str(),
+                 static_cast<long long>(done), static_cast<long long>(total_), elapsed,
+                 running_loss);
+    std::fflush(stderr);
+  }
+
+  void clear() {
+    if (!shown_) return;
+    std::fprintf(stderr, "\r\033[K");
+    std::fflush(stderr);
+    shown_ = false;
+  }
+
+  ~ProgressLine() { clear(); }
+
+ private:
+  std::string label_;
+  int64_t total_;
+  Clock::time_point start_, last_;
+  bool enabled_;
+  bool shown_ = false;
+};
+
+// Sums monitors weighted by samples, keeping the order of first appearance.
+class WeightedMean {
+ public:
+  void add(const Monitors& monitors, double weight) {
+    for (const auto& [name, value] : monitors) {
+      size_t k = 0;
+      while (k < sums_.size() && sums_[k].first != name) ++k;
+      if (k == sums_.size()) sums_.emplace_back(name, 0.0);
+      sums_[k].second += weight * value;
+    }
+    total_ += weight;
+  }
+  Monitors mean() const {
+    Monitors out;
+    for (const auto& [name, sum] : sums_) out.set(name, total_ > 0 ? sum / total_ : 0.0);
+    return out;
+  }
+  double running(size_t k) const { return k < sums_.size() && total_ > 0 ? sums_[k].second / total_ : 0; }
+
+ private:
+  std::vector<std::pair<std::string, double>> sums_;
+  double total_ = 0;
+};
+
+// Rethrows the exception in flight with `context` added, keeping its standard type.
+[[noreturn]] void rethrow_with_context(const std::string& context) {
+  try {
+    throw;
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(context + e.what());
+  } catch (const std::out_of_range& e) {
+    throw std::out_of_range(context + e.what());
+  } catch (const std::logic_error& e) {
+    throw std::logic_error(context + e.what());
+  } catch (const std::exception& e) {
+    throw std::runtime_error(context + e.what());
+  }
+}
+
+}  // namespace
+
+struct Iteration::Impl {
+  Impl(Optimizer& optimizer, Dataset& train, Dataset* valid)
+      : optimizer(optimizer), train(train), valid(valid) {}
+
+  // Runs to the next item; false when the loop has ended.
+  bool advance();
+  void finish(bool restore) {
+    if (restore) optimizer.restore_best();
+    interrupt.reset();
+    done = true;
+  }
+  Monitors train_pass();
+
+  Optimizer& optimizer;
+  Dataset& train;
+  Dataset* valid;
+  std::optional<detail::InterruptGuard> interrupt;
+  value_type current;
+  bool started = false;
+  bool done = false;
+  bool interrupted = false;
+};
+
+Monitors Iteration::Impl::train_pass() {
+  auto& loop = optimizer.loop_;
+  WeightedMean mean;
+  ProgressLine progress(optimizer.name(), train.iteration_size());
+  for (int64_t b = 0; b < train.iteration_size(); ++b) {
+    const Batch batch = train.next();
+    Monitors monitors;
+    try {
+      monitors = optimizer.step(batch);
+    } catch (...) {
+      progress.clear();
+      rethrow_with_context("downhill: " + optimizer.name() + " pass " +
+                           std::to_string(loop.passes + 1) + ", batch " + std::to_string(b + 1) +
+                           ": ");
+    }
+    mean.add(monitors, static_cast<double>(train.samples(batch)));
+    progress.update(b + 1, mean.running(0));
+    if (detail::InterruptGuard::requested()) {
+      interrupted = true;
+      break;
+    }
+  }
+  return mean.mean();
+}
+
+bool Iteration::Impl::advance() {
+  if (done) return false;
+  auto& loop = optimizer.loop_;
+  const auto& options = optimizer.options();
+  auto log = logger();
+  if (!started) {
+    started = true;
+    interrupt.emplace();
+    for (const auto& [name, value] : options.settings()) log->info("setting {} = {}", name, value);
+  }
+  if (options.max_updates() && loop.passes >= *options.max_updates()) {
+    finish(true);
+    return false;
+  }
+  if (loop.passes % options.validate_every() == 0) {
+    const Monitors validation = optimizer.evaluate(valid ? *valid : train);
+    ++loop.validations;
+    const double value = validation.at("loss");
+    const bool improved =
+        loop.validations == 1 ||
+        loop.best_loss - value > std::abs(loop.best_loss) * options.min_improvement();
+    if (improved) {
+      loop.best_loss = value;
+      loop.best_validation = loop.validations;
+      optimizer.keep_best();
+    }
+    loop.last_validation = validation;
+    log->info("validation {} {}{}", loop.validations, validation.to_string(), improved ? " *" : "");
+    if (loop.validations - loop.best_validation > options.patience()) {
+      log->info("patience elapsed!");
+      finish(true);
+      return false;
+    }
+  }
+  Monitors training = train_pass();
+  if (interrupted) {
+    log->info("interrupted!");
+    finish(true);
+    return false;
+  }
+  ++loop.passes;
+  log->info("{} {} {}", optimizer.name(), loop.passes, training.to_string());
+  current = {std::move(training), loop.last_validation};
+  return true;
+}
+
+Iteration::Iteration(Optimizer& optimizer, Dataset& train, Dataset* valid)
+    : impl_(std::make_unique<Impl>(optimizer, train, valid)) {}
+Iteration::~Iteration() = default;
+Iteration::Iteration(Iteration&&) noexcept = default;
+
+Iteration::iterator Iteration::begin() {
+  if (impl_->started) {
+    throw std::logic_error("downhill: an Iteration can be walked only once");
+  }
+  return impl_->advance() ? iterator(this) : iterator();
+}
+
+const Iteration::value_type& Iteration::iterator::operator*() const {
+  return owner_->impl_->current;
+}
+
+Iteration::iterator& Iteration::iterator::operator++() {
+  if (!owner_->impl_->advance()) owner_ = nullptr;
+  return *this;
+}
+
+bool Iteration::iterator::operator==(const iterator& other) const {
+  return owner_ == other.owner_;
+}
+
+Iteration Optimizer::iterate(Dataset& train, Dataset* valid) {
+  if (!loss_) {
+    throw std::logic_error("downhill: iterate() needs a loss; this " + name_ +
+                           " was built for apply() only");
+  }
+  loop_ = LoopState();  // each call is a new run
+  return Iteration(*this, train, valid);
+}
+
+std::pair<Monitors, Monitors> Optimizer::minimize(Dataset& train, Dataset* valid) {
+  std::pair<Monitors, Monitors> last{Monitors(), loop_.last_validation};
+  for (const auto& item : iterate(train, valid)) last = item;
+  if (last.second.empty()) last.second = loop_.last_validation;
+  return last;
+}
+
+}  // namespace downhill

@@ -1,0 +1,319 @@
+#include <downhill/dataset.h>
+#include <downhill/hessian.h>
+#include <downhill/logging.h>
+#include <downhill/optimizer.h>
+#include <spdlog/spdlog.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/variable.h>
+
+#include <cmath>
+#include <stdexcept>
+#include <unordered_set>
+
+#include "update_stages.h"
+
+namespace downhill {
+
+namespace {
+
+std::string shape_of(const torch::Tensor& t) {
+  std::string out = "[";
+  for (int64_t d = 0; d < t.dim(); ++d) out += (d ? ", " : "") + std::to_string(t.size(d));
+  return out + "]";
+}
+
+std::string describe(const torch::Tensor& t) {
+  return shape_of(t) + " " + std::string(c10::toString(t.scalar_type())) + " on " +
+         t.device().str();
+}
+
+void check_params(const Params& params, bool needs_grad) {
+  if (params.empty()) {
+    throw std::invalid_argument(
+        "downhill: no parameters to optimize; pass at least one tensor in Params");
+  }
+  std::unordered_set<const void*> seen_tensors;
+  std::unordered_set<std::string> seen_names;
+  for (const auto& [name, tensor] : params) {
+    if (!tensor.defined()) {
+      throw std::invalid_argument("downhill: parameter '" + name + "' is an undefined tensor");
+    }
+    if (!tensor.is_floating_point()) {
+      throw std::invalid_argument("downhill: parameter '" + name + "' has dtype " +
+                                  std::string(c10::toString(tensor.scalar_type())) +
+                                  "; allowed: a floating-point dtype (float, double, ...)");
+    }
+    if (!seen_names.insert(name).second) {
+      throw std::invalid_argument("downhill: two parameters are named '" + name +
+                                  "'; names must be unique");
+    }
+    if (!seen_tensors.insert(tensor.unsafeGetTensorImpl()).second) {
+      throw std::invalid_argument("downhill: parameter '" + name +
+                                  "' is the same tensor as an earlier parameter; each "
+                                  "tensor may appear once");
+    }
+    if (needs_grad && !tensor.requires_grad()) {
+      throw std::invalid_argument("downhill: parameter '" + name +
+                                  "' does not require grad; the loss needs its gradient, so "
+                                  "create it with torch::requires_grad() or call "
+                                  "requires_grad_()");
+    }
+  }
+}
+
+}  // namespace
+
+Optimizer::Optimizer(std::string name, Loss loss, Params params, Options options)
+    : name_(std::move(name)),
+      loss_(std::move(loss)),
+      params_(std::move(params)),
+      options_(std::move(options)) {
+  options_.validate();
+  check_params(params_, static_cast<bool>(loss_));
+}
+
+Optimizer::~Optimizer() = default;
+
+torch::Tensor Optimizer::initial_state(size_t /*slot*/, const torch::Tensor& param) const {
+  return torch::zeros_like(param, at::MemoryFormat::Contiguous);
+}
+
+void Optimizer::ensure_state() {
+  if (!state_.empty()) return;
+  torch::NoGradGuard no_grad;
+  const auto names = state_names();
+  state_.resize(params_.size());
+  velocity_.resize(params_.size());
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const auto param = params_.tensor(i).detach();
+    for (size_t slot = 0; slot < names.size(); ++slot) {
+      state_[i].push_back(initial_state(slot, param).contiguous());
+    }
+    if (options_.momentum() > 0) {
+      velocity_[i] = torch::zeros_like(param, at::MemoryFormat::Contiguous);
+    }
+  }
+}
+
+NamedTensors Optimizer::state() {
+  ensure_state();
+  NamedTensors out;
+  const auto names = state_names();
+  for (size_t i = 0; i < params_.size(); ++i) {
+    for (size_t slot = 0; slot < names.size(); ++slot) {
+      out.emplace_back(params_.name(i) + "." + names[slot], state_[i][slot]);
+    }
+    if (velocity_[i].defined()) out.emplace_back(params_.name(i) + ".velocity", velocity_[i]);
+  }
+  return out;
+}
+
+void Optimizer::check_gradients(const std::vector<torch::Tensor>& grads, const char* what) const {
+  if (grads.size() != params_.size()) {
+    throw std::invalid_argument("downhill: " + name_ + " got " + std::to_string(grads.size()) +
+                                " " + what + "s for " + std::to_string(params_.size()) +
+                                " parameters; give one per parameter, in the order of params()");
+  }
+  for (size_t i = 0; i < grads.size(); ++i) {
+    const auto& g = grads[i];
+    const auto& p = params_.tensor(i);
+    if (!g.defined()) {
+      throw std::invalid_argument("downhill: the " + std::string(what) + " for parameter '" +
+                                  params_.name(i) + "' is undefined");
+    }
+    if (g.sizes() != p.sizes() || g.scalar_type() != p.scalar_type() ||
+        g.device() != p.device()) {
+      throw std::invalid_argument("downhill: the " + std::string(what) + " for parameter '" +
+                                  params_.name(i) + "' is " + describe(g) +
+                                  "; it must match the parameter: " + describe(p));
+    }
+  }
+}
+
+bool Optimizer::apply(const std::vector<torch::Tensor>& grads) {
+  if (needs_hessian_vector_products()) {
+    throw std::invalid_argument(
+        "downhill: " + name_ +
+        " needs Hessian-vector products: call apply(grads, hessian_vector_products), or step()");
+  }
+  check_gradients(grads, "gradient");
+  return apply_checked(grads, {}, false);
+}
+
+bool Optimizer::apply(const std::vector<torch::Tensor>& grads,
+                      const std::vector<torch::Tensor>& hessian_vector_products) {
+  check_gradients(grads, "gradient");
+  if (!needs_hessian_vector_products()) return apply_checked(grads, {}, false);
+  check_gradients(hessian_vector_products, "Hessian-vector product");
+  return apply_checked(grads, hessian_vector_products, false);
+}
+
+bool Optimizer::apply_checked(const std::vector<torch::Tensor>& grads,
+                              const std::vector<torch::Tensor>& hvs, bool already_clipped) {
+  // One reduction per gradient serves as both the non-finite check and the norm.
+  std::vector<double> norms(grads.size());
+  for (size_t i = 0; i < grads.size(); ++i) {
+    const double sum = detail::sum_of_squares(grads[i]);
+    bool finite = std::isfinite(sum);
+    if (finite && !hvs.empty()) finite = std::isfinite(detail::sum_of_squares(hvs[i]));
+    if (!finite) {
+      logger()->warn("{}: non-finite {} for parameter '{}'; update skipped", name_,
+                     std::isfinite(sum) ? "Hessian-vector product" : "gradient",
+                     params_.name(i));
+      return false;
+    }
+    norms[i] = std::sqrt(sum);
+  }
+
+  torch::NoGradGuard no_grad;
+  ensure_state();
+  begin_update();
+  const double clip_elem = already_clipped ? 0.0 : options_.max_gradient_elem();
+  const double max_norm =
+      already_clipped || clip_elem > 0 ? 0.0 : options_.max_gradient_norm();
+  for (size_t i = 0; i < params_.size(); ++i) {
+    auto param = params_.tensor(i);
+    const torch::Tensor hv = hvs.empty() ? torch::Tensor() : hvs[i];
+    const double scale = detail::norm_clip_scale(norms[i], max_norm);
+    if (!options_.fused() || !fused_update(i, grads[i], hv, scale, clip_elem)) {
+      const auto clipped = detail::clip_reference(grads[i], scale, clip_elem);
+      const auto update = compute_update(i, clipped, hv, state_[i]);
+      detail::momentum_reference(param, velocity_[i], update, options_.momentum(), nesterov());
+    }
+    // The fused kernels write through raw pointers; tell autograd the tensor changed.
+    torch::autograd::impl::bump_version(param);
+  }
+  ++update_count_;
+  return true;
+}
+
+Monitors Optimizer::step(const Batch& batch) {
+  if (!loss_) {
+    throw std::logic_error("downhill: step() needs a loss; this " + name_ +
+                           " was built with build(algo, params, options) for apply() only");
+  }
+  Evaluation evaluation = loss_(batch);
+  const auto& loss = evaluation.loss;
+  if (!loss.defined() || loss.numel() != 1 || !loss.is_floating_point()) {
+    throw std::invalid_argument(
+        "downhill: the loss must be a scalar floating-point tensor; got " +
+        (loss.defined() ? describe(loss) : std::string("an undefined tensor")));
+  }
+  if (!loss.requires_grad()) {
+    throw std::invalid_argument(
+        "downhill: the loss does not depend on any parameter that requires grad");
+  }
+
+  Monitors monitors;
+  monitors.set("loss", loss.item<double>());
+  for (const auto& [name, value] : evaluation.monitors) {
+    if (!value.defined() || value.numel() != 1) {
+      throw std::invalid_argument("downhill: monitor '" + name + "' must be a scalar; got " +
+                                  (value.defined() ? describe(value) : "an undefined tensor"));
+    }
+    monitors.set(name, value.item<double>());
+  }
+
+  const bool needs_hv = needs_hessian_vector_products();
+  const auto tensors = params_.tensors();
+  auto grads = torch::autograd::grad({loss}, tensors, /*grad_outputs=*/{},
+                                     /*retain_graph=*/needs_hv, /*create_graph=*/needs_hv,
+                                     /*allow_unused=*/true);
+  for (size_t i = 0; i < grads.size(); ++i) {
+    if (grads[i].defined()) continue;
+    if (!warned_unused_) {
+      logger()->warn("{}: the loss does not reach parameter '{}'; its gradient is taken as zero",
+                     name_, params_.name(i));
+      warned_unused_ = true;
+    }
+    grads[i] = torch::zeros_like(tensors[i]);
+  }
+  if (options_.monitor_gradients()) {
+    for (size_t i = 0; i < grads.size(); ++i) {
+      monitors.set("grad(" + params_.name(i) + ")",
+                   std::sqrt(detail::sum_of_squares(grads[i].detach())));
+    }
+  }
+  if (!std::isfinite(monitors.at("loss"))) {
+    logger()->warn("{}: non-finite loss; update skipped", name_);
+    return monitors;
+  }
+
+  if (!needs_hv) {
+    apply_checked(grads, {}, false);
+    return monitors;
+  }
+  // ESGD: clip inside the graph, so that Hv is that of the clipped gradient (as downhill).
+  std::vector<torch::Tensor> clipped(grads.size()), probes(grads.size());
+  for (size_t i = 0; i < grads.size(); ++i) {
+    const auto& g = grads[i];
+    if (options_.max_gradient_elem() > 0) {
+      clipped[i] = g.clamp(-options_.max_gradient_elem(), options_.max_gradient_elem());
+    } else if (options_.max_gradient_norm() > 0) {
+      const double norm = std::sqrt(detail::sum_of_squares(g.detach()));
+      clipped[i] = norm > options_.max_gradient_norm() && std::isfinite(norm)
+                       ? g * (options_.max_gradient_norm() / g.norm())
+                       : g;
+    } else {
+      clipped[i] = g;
+    }
+    probes[i] = torch::randn_like(tensors[i]);
+  }
+  auto hvs = hessian_vector_products(clipped, tensors, probes, options_.hv_method());
+  for (auto& c : clipped) c = c.detach();
+  apply_checked(clipped, hvs, true);
+  return monitors;
+}
+
+Monitors Optimizer::evaluate(Dataset& data) {
+  if (!loss_) {
+    throw std::logic_error("downhill: evaluate() needs a loss; this " + name_ +
+                           " was built for apply() only");
+  }
+  torch::NoGradGuard no_grad;
+  std::vector<std::pair<std::string, double>> sums;
+  double total_weight = 0;
+  for (int64_t b = 0; b < data.iteration_size(); ++b) {
+    const Batch batch = data.next();
+    const double weight = static_cast<double>(data.samples(batch));
+    const Evaluation evaluation = loss_(batch);
+    if (!evaluation.loss.defined() || evaluation.loss.numel() != 1) {
+      throw std::invalid_argument("downhill: the loss must be a scalar floating-point tensor");
+    }
+    if (sums.empty()) {
+      sums.emplace_back("loss", 0.0);
+      for (const auto& [name, value] : evaluation.monitors) sums.emplace_back(name, 0.0);
+    }
+    sums[0].second += weight * evaluation.loss.item<double>();
+    for (size_t m = 0; m < evaluation.monitors.size() && m + 1 < sums.size(); ++m) {
+      const auto& value = evaluation.monitors[m].second;
+      if (!value.defined() || value.numel() != 1) {
+        throw std::invalid_argument("downhill: monitor '" + evaluation.monitors[m].first +
+                                    "' must be a scalar");
+      }
+      sums[m + 1].second += weight * value.item<double>();
+    }
+    total_weight += weight;
+  }
+  Monitors out;
+  for (const auto& [name, sum] : sums) out.set(name, sum / total_weight);
+  return out;
+}
+
+void Optimizer::set_params(const std::vector<torch::Tensor>& values) {
+  check_gradients(values, "value");
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < values.size(); ++i) params_.tensor(i).copy_(values[i]);
+}
+
+void Optimizer::keep_best() {
+  torch::NoGradGuard no_grad;
+  best_.clear();
+  for (const auto& tensor : params_.tensors()) best_.push_back(tensor.detach().clone());
+}
+
+void Optimizer::restore_best() {
+  if (!best_.empty()) set_params(best_);
+}
+
+}  // namespace downhill

@@ -1,0 +1,125 @@
+#include <downhill/options.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+
+namespace downhill {
+
+std::string_view to_string(HvMethod method) {
+  switch (method) {
+    case HvMethod::kRop:
+      return "rop";
+    case HvMethod::kLop:
+      return "lop";
+    case HvMethod::kGrad:
+      return "grad";
+  }
+  return "?";
+}
+
+Options& Options::hv_method(std::string_view name) {
+  std::string lower(name);
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  for (HvMethod m : {HvMethod::kRop, HvMethod::kLop, HvMethod::kGrad}) {
+    if (lower == to_string(m)) return hv_method(m);
+  }
+  throw std::invalid_argument("downhill: setting hv_method = '" + std::string(name) +
+                              "' is invalid; allowed: rop, lop, grad");
+}
+
+namespace {
+
+template <typename T>
+[[noreturn]] void refuse(const char* setting, T value, const char* allowed) {
+  std::ostringstream message;
+  message << "downhill: setting " << setting << " = " << value << " is invalid; allowed: "
+          << allowed;
+  throw std::invalid_argument(message.str());
+}
+
+// `value > 0`, written so that NaN fails too.
+void require_positive(const char* setting, double value) {
+  if (!(value > 0) || std::isinf(value)) refuse(setting, value, "a finite number > 0");
+}
+
+void require_non_negative(const char* setting, double value) {
+  if (!(value >= 0) || std::isinf(value)) refuse(setting, value, "a finite number >= 0");
+}
+
+}  // namespace
+
+void Options::validate() const {
+  require_positive("learning_rate", learning_rate_);
+  if (!(momentum_ >= 0 && momentum_ < 1)) refuse("momentum", momentum_, "[0, 1)");
+  require_non_negative("max_gradient_norm", max_gradient_norm_);
+  require_non_negative("max_gradient_elem", max_gradient_elem_);
+  require_positive("rms_halflife", rms_halflife_);
+  require_non_negative("rms_regularizer", rms_regularizer_);
+  require_positive("beta1_halflife", beta1_halflife_);
+  require_positive("beta2_halflife", beta2_halflife_);
+  if (!(rprop_increase_ >= 1) || std::isinf(rprop_increase_)) {
+    refuse("rprop_increase", rprop_increase_, "a finite number >= 1");
+  }
+  if (!(rprop_decrease_ > 0 && rprop_decrease_ <= 1)) {
+    refuse("rprop_decrease", rprop_decrease_, "(0, 1]");
+  }
+  require_non_negative("rprop_min_step", rprop_min_step_);
+  if (!(rprop_max_step_ >= rprop_min_step_) || std::isinf(rprop_max_step_)) {
+    std::ostringstream allowed;
+    allowed << "a finite number >= rprop_min_step (" << rprop_min_step_ << ")";
+    refuse("rprop_max_step", rprop_max_step_, allowed.str().c_str());
+  }
+  if (patience_ < 0) refuse("patience", patience_, "an integer >= 0");
+  if (validate_every_ < 1) refuse("validate_every", validate_every_, "an integer >= 1");
+  require_non_negative("min_improvement", min_improvement_);
+  if (max_updates_ && *max_updates_ < 1) refuse("max_updates", *max_updates_, "an integer >= 1");
+  if (train_batches_ && *train_batches_ < 1) {
+    refuse("train_batches", *train_batches_, "an integer >= 1");
+  }
+  if (valid_batches_ && *valid_batches_ < 1) {
+    refuse("valid_batches", *valid_batches_, "an integer >= 1");
+  }
+}
+
+std::vector<std::pair<std::string, std::string>> Options::settings() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  auto add = [&](const char* name, const auto& value) {
+    std::ostringstream text;
+    text << value;
+    out.emplace_back(name, text.str());
+  };
+  auto add_optional = [&](const char* name, const std::optional<int64_t>& value) {
+    out.emplace_back(name, value ? std::to_string(*value) : std::string("unset"));
+  };
+  add("algo", algo_);
+  add("learning_rate", learning_rate_);
+  add("momentum", momentum_);
+  add("nesterov", nesterov_ ? "true" : "false");
+  add("max_gradient_norm", max_gradient_norm_);
+  add("max_gradient_elem", max_gradient_elem_);
+  add("rms_halflife", rms_halflife_);
+  add("rms_regularizer", rms_regularizer_);
+  add("beta1_halflife", beta1_halflife_);
+  add("beta2_halflife", beta2_halflife_);
+  add("rprop_increase", rprop_increase_);
+  add("rprop_decrease", rprop_decrease_);
+  add("rprop_min_step", rprop_min_step_);
+  add("rprop_max_step", rprop_max_step_);
+  add("hv_method", to_string(hv_method_));
+  add("fused", fused_ ? "true" : "false");
+  add("patience", patience_);
+  add("validate_every", validate_every_);
+  add("min_improvement", min_improvement_);
+  add("monitor_gradients", monitor_gradients_ ? "true" : "false");
+  add("batch_size", batch_size_);
+  add_optional("max_updates", max_updates_);
+  add_optional("train_batches", train_batches_);
+  add_optional("valid_batches", valid_batches_);
+  return out;
+}
+
+}  // namespace downhill

@@ -1,0 +1,87 @@
+#include <downhill/registry.h>
+
+#include <algorithm>
+#include <cctype>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+
+#include "algorithms/builtin.h"
+
+namespace downhill {
+
+namespace {
+
+std::string lower(std::string_view name) {
+  std::string out(name);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+struct Registry {
+  std::mutex mutex;
+  std::map<std::string, Factory> factories{
+      {"sgd", detail::make_sgd},         {"nag", detail::make_nag},
+      {"rprop", detail::make_rprop},     {"rmsprop", detail::make_rmsprop},
+      {"adagrad", detail::make_adagrad}, {"adadelta", detail::make_adadelta},
+      {"esgd", detail::make_esgd},       {"adam", detail::make_adam},
+  };
+};
+
+Registry& registry() {
+  static Registry instance;
+  return instance;
+}
+
+std::string known_names() {
+  std::string out;
+  for (const auto& name : algorithm_names()) out += (out.empty() ? "" : ", ") + name;
+  return out;
+}
+
+}  // namespace
+
+std::unique_ptr<Optimizer> build(std::string_view algo, Loss loss, Params params,
+                                 Options options) {
+  Factory factory;
+  {
+    auto& r = registry();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    auto it = r.factories.find(lower(algo));
+    if (it != r.factories.end()) factory = it->second;
+  }
+  if (!factory) {
+    throw std::invalid_argument("downhill: unknown algorithm '" + std::string(algo) +
+                                "'; known algorithms: " + known_names());
+  }
+  return factory(std::move(loss), std::move(params), std::move(options));
+}
+
+std::unique_ptr<Optimizer> build(std::string_view algo, Params params, Options options) {
+  return build(algo, Loss(), std::move(params), std::move(options));
+}
+
+void register_algorithm(std::string_view name, Factory factory) {
+  if (name.empty()) throw std::invalid_argument("downhill: an algorithm name must not be empty");
+  if (!factory) {
+    throw std::invalid_argument("downhill: the factory for algorithm '" + std::string(name) +
+                                "' is empty");
+  }
+  auto& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  if (!r.factories.emplace(lower(name), std::move(factory)).second) {
+    throw std::invalid_argument("downhill: an algorithm named '" + lower(name) +
+                                "' is already registered");
+  }
+}
+
+std::vector<std::string> algorithm_names() {
+  auto& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  std::vector<std::string> names;
+  for (const auto& [name, factory] : r.factories) names.push_back(name);
+  return names;
+}
+
+}  // namespace downhill

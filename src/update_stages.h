@@ -1,0 +1,156 @@
+#pragma once
+// The stages every algorithm shares, written once: gradient clipping and
+// momentum, in a tensor-op reference form and as the driver of the fused
+// single-pass CPU kernels. Internal to the library.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace downhill::detail {
+
+/// γ(h) = exp(−ln 2 / h): the EWMA weight of a half-life h (DESIGN.md §3).
+inline double ewma_weight(double halflife) { return std::exp(-std::log(2.0) / halflife); }
+
+/// min(1, max_norm / norm) for norm clipping; 1 when off or when the gradient is zero.
+double norm_clip_scale(double norm, double max_norm);
+
+/// Reference clipping: clamp when clip_elem > 0, else multiply by grad_scale (if not 1).
+at::Tensor clip_reference(const at::Tensor& grad, double grad_scale, double clip_elem);
+
+/// Reference momentum and parameter update: p ← p − u (μ = 0), or
+/// w ← μw − u / w ← μ²w − (1+μ)u (Nesterov) and p ← p + w.
+void momentum_reference(at::Tensor& param, at::Tensor& velocity, const at::Tensor& update,
+                        double momentum, bool nesterov);
+
+enum class MomentumKind { kNone, kRegular, kNesterov };
+
+/// Raw pointers a fused kernel reads and writes for one parameter. Slots the
+/// algorithm does not use are null. `hv` is ESGD's Hessian-vector product.
+template <typename T>
+struct KernelData {
+  T* slot0 = nullptr;
+  T* slot1 = nullptr;
+  T* slot2 = nullptr;
+  const T* hv = nullptr;
+};
+
+/// Tag carrying a scalar type to a kernel factory.
+template <typename T>
+struct Scalar {
+  using type = T;
+};
+
+/// Elements per task when a fused update is split across threads.
+inline constexpr int64_t kFusedGrain = 1 << 16;
+
+/// Everything the fused driver needs about one parameter's update.
+struct FusedTarget {
+  at::Tensor param;
+  at::Tensor grad;
+  at::Tensor hv;  // undefined unless the algorithm uses it
+  at::Tensor* velocity = nullptr;  // null when momentum is 0
+  std::vector<at::Tensor>* slots = nullptr;
+  double grad_scale = 1.0;
+  double clip_elem = 0.0;
+  double momentum = 0.0;
+  bool nesterov = false;
+};
+
+/// Whether the fused path applies: every tensor contiguous, on the CPU, and of the
+/// parameter's dtype, which is float or double.
+bool fused_eligible(const FusedTarget& target);
+
+template <typename T, bool kClipElem, MomentumKind kMomentum, typename Kernel>
+void run_fused_loop(const Kernel& kernel, const FusedTarget& target) {
+  T* const param = target.param.data_ptr<T>();
+  const T* const grad = target.grad.data_ptr<T>();
+  T* const velocity = target.velocity ? target.velocity->data_ptr<T>() : nullptr;
+  KernelData<T> data;
+  std::vector<at::Tensor>& slots = *target.slots;
+  if (slots.size() > 0) data.slot0 = slots[0].data_ptr<T>();
+  if (slots.size() > 1) data.slot1 = slots[1].data_ptr<T>();
+  if (slots.size() > 2) data.slot2 = slots[2].data_ptr<T>();
+  if (target.hv.defined()) data.hv = target.hv.data_ptr<T>();
+  const T scale = static_cast<T>(target.grad_scale);
+  const T clip = static_cast<T>(target.clip_elem);
+  const T mu = static_cast<T>(target.momentum);
+  const T mu_squared = static_cast<T>(target.momentum * target.momentum);
+  const T one_plus_mu = static_cast<T>(1.0 + target.momentum);
+
+  at::parallel_for(0, target.param.numel(), kFusedGrain, [&](int64_t begin, int64_t end) {
+    T* __restrict p = param;
+    const T* __restrict g = grad;
+    T* __restrict w = velocity;
+#pragma GCC ivdep
+    for (int64_t i = begin; i < end; ++i) {
+      T gi = g[i];
+      if constexpr (kClipElem) {
+        gi = std::min(std::max(gi, -clip), clip);
+      } else {
+        gi *= scale;
+      }
+      const T u = kernel(gi, i, data);
+      if constexpr (kMomentum == MomentumKind::kNone) {
+        p[i] -= u;
+      } else if constexpr (kMomentum == MomentumKind::kRegular) {
+        const T wi = mu * w[i] - u;
+        w[i] = wi;
+        p[i] += wi;
+      } else {
+        const T wi = mu_squared * w[i] - one_plus_mu * u;
+        w[i] = wi;
+        p[i] += wi;
+      }
+    }
+  });
+}
+
+template <typename T, typename Kernel>
+void dispatch_fused(const Kernel& kernel, const FusedTarget& target) {
+  const bool clip_elem = target.clip_elem > 0;
+  const MomentumKind momentum = target.momentum == 0 ? MomentumKind::kNone
+                                : target.nesterov    ? MomentumKind::kNesterov
+                                                     : MomentumKind::kRegular;
+  switch (momentum) {
+    case MomentumKind::kNone:
+      return clip_elem ? run_fused_loop<T, true, MomentumKind::kNone>(kernel, target)
+                       : run_fused_loop<T, false, MomentumKind::kNone>(kernel, target);
+    case MomentumKind::kRegular:
+      return clip_elem ? run_fused_loop<T, true, MomentumKind::kRegular>(kernel, target)
+                       : run_fused_loop<T, false, MomentumKind::kRegular>(kernel, target);
+    case MomentumKind::kNesterov:
+      return clip_elem ? run_fused_loop<T, true, MomentumKind::kNesterov>(kernel, target)
+                       : run_fused_loop<T, false, MomentumKind::kNesterov>(kernel, target);
+  }
+}
+
+/// Runs the fused update when eligible; `make_kernel(Scalar<T>{})` returns the
+/// algorithm's elementwise kernel for scalar type T: a callable
+/// `T(T clipped_grad, int64_t i, const KernelData<T>&)` returning the update u
+/// and updating the algorithm's state at element i. Returns false when not eligible.
+template <typename MakeKernel>
+bool run_fused(const FusedTarget& target, MakeKernel&& make_kernel) {
+  if (!fused_eligible(target)) return false;
+  if (target.param.scalar_type() == at::kFloat) {
+    dispatch_fused<float>(make_kernel(Scalar<float>{}), target);
+  } else {
+    dispatch_fused<double>(make_kernel(Scalar<double>{}), target);
+  }
+  return true;
+}
+
+}  // namespace downhill::detail
+
+namespace downhill::detail {
+
+/// Σ g², accumulated in double, in one read of `grad`: finite exactly when every
+/// element is finite (for any gradient below 1e150 in magnitude), and the square
+/// of the L2 norm. Used both as the non-finite check and for norm clipping.
+double sum_of_squares(const at::Tensor& grad);
+
+}  // namespace downhill::detail
