@@ -48,11 +48,10 @@ Dataset::Dataset(Batch arrays, DatasetOptions options) : options_(std::move(opti
     const int64_t dim = t.dim();
     const int64_t resolved = axis < 0 ? axis + dim : axis;
     if (resolved < 0 || resolved >= dim) {
-      throw std::invalid_argument("downhill: dataset '" + name() + "': axis " +
-                                  std::to_string(axis) + " is out of range for tensor " +
-                                  std::to_string(i) + " of shape " + shape_of(t) +
-                                  "; allowed: " + std::to_string(-dim) + " to " +
-                                  std::to_string(dim - 1));
+      throw std::invalid_argument(
+          "downhill: dataset '" + name() + "': axis " + std::to_string(axis) +
+          " is out of range for tensor " + std::to_string(i) + " of shape " + shape_of(t) +
+          "; allowed: " + std::to_string(-dim) + " to " + std::to_string(dim - 1));
     }
     if (t.numel() == 0) {
       throw std::invalid_argument("downhill: dataset '" + name() + "': tensor " +
@@ -61,8 +60,8 @@ Dataset::Dataset(Batch arrays, DatasetOptions options) : options_(std::move(opti
     }
     if (length >= 0 && t.size(resolved) != length) {
       throw std::invalid_argument("downhill: dataset '" + name() +
-                                  "': tensors differ in length along axis " +
-                                  std::to_string(axis) + ": " + shapes_of(arrays));
+                                  "': tensors differ in length along axis " + std::to_string(axis) +
+                                  ": " + shapes_of(arrays));
     }
     length = t.size(resolved);
   }
@@ -96,6 +95,24 @@ Dataset::Dataset(std::function<Batch()> generator, DatasetOptions options)
   iteration_size_ = options_.iteration_size().value_or(100);
 }
 
+void Dataset::restore_position(std::vector<int64_t> order, int64_t position) {
+  const auto n = static_cast<int64_t>(order_.size());
+  std::vector<bool> seen(order_.size(), false);
+  bool permutation = static_cast<int64_t>(order.size()) == n;
+  for (size_t i = 0; permutation && i < order.size(); ++i) {
+    permutation = order[i] >= 0 && order[i] < n && !seen[order[i]];
+    if (permutation) seen[order[i]] = true;
+  }
+  if (!permutation || position < 0 || (n > 0 && position >= n)) {
+    throw std::invalid_argument("downhill: dataset '" + name() + "' has " + std::to_string(n) +
+                                " slices; the saved order (" + std::to_string(order.size()) +
+                                " entries) or position (" + std::to_string(position) +
+                                ") does not fit it");
+  }
+  order_ = std::move(order);
+  position_ = position;
+}
+
 void Dataset::reshuffle() {
   if (!options_.shuffle() || order_.size() < 2) return;
   const auto n = static_cast<int64_t>(order_.size());
@@ -114,10 +131,10 @@ void Dataset::check_generated(const Batch& batch) {
                                 "at least one tensor");
   }
   if (generated_arity_ >= 0 && static_cast<int64_t>(batch.size()) != generated_arity_) {
-    throw std::invalid_argument("downhill: dataset '" + name() + "': the generator returned " +
-                                std::to_string(batch.size()) + " tensors, but its first batch had " +
-                                std::to_string(generated_arity_) +
-                                "; every batch must have the same number");
+    throw std::invalid_argument(
+        "downhill: dataset '" + name() + "': the generator returned " +
+        std::to_string(batch.size()) + " tensors, but its first batch had " +
+        std::to_string(generated_arity_) + "; every batch must have the same number");
   }
   generated_arity_ = static_cast<int64_t>(batch.size());
 }

@@ -20,11 +20,11 @@ std::vector<torch::Tensor> hessian_vector_products(const std::vector<torch::Tens
                                                    const std::vector<torch::Tensor>& probes,
                                                    HvMethod method) {
   if (grads.size() != params.size() || probes.size() != params.size()) {
-    throw std::invalid_argument("downhill: hessian_vector_products needs one gradient and one "
-                                "probe per parameter; got " +
-                                std::to_string(grads.size()) + " gradients and " +
-                                std::to_string(probes.size()) + " probes for " +
-                                std::to_string(params.size()) + " parameters");
+    throw std::invalid_argument(
+        "downhill: hessian_vector_products needs one gradient and one "
+        "probe per parameter; got " +
+        std::to_string(grads.size()) + " gradients and " + std::to_string(probes.size()) +
+        " probes for " + std::to_string(params.size()) + " parameters");
   }
   std::vector<torch::Tensor> out;
   out.reserve(params.size());

@@ -1,4 +1,5 @@
 #include <downhill/dataset.h>
+#include <downhill/errors.h>
 #include <downhill/iteration.h>
 #include <downhill/logging.h>
 #include <downhill/optimizer.h>
@@ -8,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <optional>
 #include <stdexcept>
 
@@ -24,7 +26,10 @@ using Clock = std::chrono::steady_clock;
 class ProgressLine {
  public:
   ProgressLine(const std::string& label, int64_t total)
-      : label_(label), total_(total), start_(Clock::now()), last_(start_),
+      : label_(label),
+        total_(total),
+        start_(Clock::now()),
+        last_(start_),
         enabled_(isatty(STDERR_FILENO) == 1) {}
 
   void update(int64_t done, double running_loss) {
@@ -76,7 +81,9 @@ class WeightedMean {
     for (const auto& [name, sum] : sums_) out.set(name, total_ > 0 ? sum / total_ : 0.0);
     return out;
   }
-  double running(size_t k) const { return k < sums_.size() && total_ > 0 ? sums_[k].second / total_ : 0; }
+  double running(size_t k) const {
+    return k < sums_.size() && total_ > 0 ? sums_[k].second / total_ : 0;
+  }
 
  private:
   std::vector<std::pair<std::string, double>> sums_;
@@ -106,7 +113,12 @@ struct Iteration::Impl {
 
   // Runs to the next item; false when the loop has ended.
   bool advance();
+  void checkpoint() {
+    const auto& path = optimizer.options().checkpoint();
+    if (!path.empty()) optimizer.save_checkpoint(path, &train, valid);
+  }
   void finish(bool restore) {
+    checkpoint();  // the run as it stands, before the best parameters come back
     if (restore) optimizer.restore_best();
     interrupt.reset();
     done = true;
@@ -126,6 +138,7 @@ struct Iteration::Impl {
 Monitors Iteration::Impl::train_pass() {
   auto& loop = optimizer.loop_;
   WeightedMean mean;
+  int64_t skipped = 0;
   ProgressLine progress(optimizer.name(), train.iteration_size());
   for (int64_t b = 0; b < train.iteration_size(); ++b) {
     const Batch batch = train.next();
@@ -140,12 +153,31 @@ Monitors Iteration::Impl::train_pass() {
     }
     mean.add(monitors, static_cast<double>(train.samples(batch)));
     progress.update(b + 1, mean.running(0));
+    if (optimizer.last_update_applied_) {
+      loop.consecutive_skipped = 0;
+    } else {
+      ++skipped;
+      if (++loop.consecutive_skipped >= optimizer.options().max_nonfinite()) {
+        progress.clear();
+        const std::string message = "downhill: " + optimizer.name() +
+                                    " diverged: " + std::to_string(loop.consecutive_skipped) +
+                                    " consecutive updates skipped, the last at pass " +
+                                    std::to_string(loop.passes + 1) + ", batch " +
+                                    std::to_string(b + 1) + " (" + optimizer.last_skip_reason_ +
+                                    "); the best parameters were restored";
+        logger()->error("{}", message);
+        finish(true);
+        throw DivergenceError(message, loop.consecutive_skipped);
+      }
+    }
     if (detail::InterruptGuard::requested()) {
       interrupted = true;
       break;
     }
   }
-  return mean.mean();
+  Monitors out = mean.mean();
+  if (skipped > 0) out.set("skipped", static_cast<double>(skipped));
+  return out;
 }
 
 bool Iteration::Impl::advance() {
@@ -156,6 +188,7 @@ bool Iteration::Impl::advance() {
   if (!started) {
     started = true;
     interrupt.emplace();
+    optimizer.resume_datasets(train, valid);
     for (const auto& [name, value] : options.settings()) log->info("setting {} = {}", name, value);
   }
   if (options.max_updates() && loop.passes >= *options.max_updates()) {
@@ -190,6 +223,7 @@ bool Iteration::Impl::advance() {
   }
   ++loop.passes;
   log->info("{} {} {}", optimizer.name(), loop.passes, training.to_string());
+  if (loop.passes % options.checkpoint_every() == 0) checkpoint();
   current = {std::move(training), loop.last_validation};
   return true;
 }
@@ -215,16 +249,20 @@ Iteration::iterator& Iteration::iterator::operator++() {
   return *this;
 }
 
-bool Iteration::iterator::operator==(const iterator& other) const {
-  return owner_ == other.owner_;
-}
+bool Iteration::iterator::operator==(const iterator& other) const { return owner_ == other.owner_; }
 
 Iteration Optimizer::iterate(Dataset& train, Dataset* valid) {
   if (!loss_) {
     throw std::logic_error("downhill: iterate() needs a loss; this " + name_ +
                            " was built for apply() only");
   }
-  loop_ = LoopState();  // each call is a new run
+  if (!pending_resume_) {
+    if (options_.resume() && std::filesystem::exists(options_.checkpoint())) {
+      load_checkpoint(options_.checkpoint());
+    } else {
+      loop_ = LoopState();  // each call is a new run
+    }
+  }
   return Iteration(*this, train, valid);
 }
 

@@ -27,8 +27,8 @@ DatasetOptions wrap_options(const Options& options, const char* name,
   return out;
 }
 
-std::pair<Monitors, Monitors> run(const Loss& loss, Params params, Dataset& train,
-                                  Dataset* valid, const Options& options) {
+std::pair<Monitors, Monitors> run(const Loss& loss, Params params, Dataset& train, Dataset* valid,
+                                  const Options& options) {
   auto optimizer = build(options.algo(), loss, std::move(params), options);
   return optimizer->minimize(train, valid);
 }
@@ -50,8 +50,7 @@ std::pair<Monitors, Monitors> minimize(const Loss& loss, Params params, DataSour
   return run(loss, std::move(params), train_data, &valid_data, options);
 }
 
-std::pair<Monitors, Monitors> minimize(const Loss& loss, DataSource train,
-                                       const Options& options) {
+std::pair<Monitors, Monitors> minimize(const Loss& loss, DataSource train, const Options& options) {
   options.validate();
   auto& train_data = train.resolve(wrap_options(options, "train", options.train_batches()));
   Params params = discover_params(loss(train_data.peek()).loss);

@@ -121,8 +121,7 @@ void Optimizer::check_gradients(const std::vector<torch::Tensor>& grads, const c
       throw std::invalid_argument("downhill: the " + std::string(what) + " for parameter '" +
                                   params_.name(i) + "' is undefined");
     }
-    if (g.sizes() != p.sizes() || g.scalar_type() != p.scalar_type() ||
-        g.device() != p.device()) {
+    if (g.sizes() != p.sizes() || g.scalar_type() != p.scalar_type() || g.device() != p.device()) {
       throw std::invalid_argument("downhill: the " + std::string(what) + " for parameter '" +
                                   params_.name(i) + "' is " + describe(g) +
                                   "; it must match the parameter: " + describe(p));
@@ -157,9 +156,9 @@ bool Optimizer::apply_checked(const std::vector<torch::Tensor>& grads,
     bool finite = std::isfinite(sum);
     if (finite && !hvs.empty()) finite = std::isfinite(detail::sum_of_squares(hvs[i]));
     if (!finite) {
-      logger()->warn("{}: non-finite {} for parameter '{}'; update skipped", name_,
-                     std::isfinite(sum) ? "Hessian-vector product" : "gradient",
-                     params_.name(i));
+      skip_update(std::string("non-finite ") +
+                  (std::isfinite(sum) ? "Hessian-vector product" : "gradient") +
+                  " for parameter '" + params_.name(i) + "'");
       return false;
     }
     norms[i] = std::sqrt(sum);
@@ -169,8 +168,7 @@ bool Optimizer::apply_checked(const std::vector<torch::Tensor>& grads,
   ensure_state();
   begin_update();
   const double clip_elem = already_clipped ? 0.0 : options_.max_gradient_elem();
-  const double max_norm =
-      already_clipped || clip_elem > 0 ? 0.0 : options_.max_gradient_norm();
+  const double max_norm = already_clipped || clip_elem > 0 ? 0.0 : options_.max_gradient_norm();
   for (size_t i = 0; i < params_.size(); ++i) {
     auto param = params_.tensor(i);
     const torch::Tensor hv = hvs.empty() ? torch::Tensor() : hvs[i];
@@ -184,7 +182,14 @@ bool Optimizer::apply_checked(const std::vector<torch::Tensor>& grads,
     torch::autograd::impl::bump_version(param);
   }
   ++update_count_;
+  last_update_applied_ = true;
   return true;
+}
+
+void Optimizer::skip_update(const std::string& reason) {
+  last_update_applied_ = false;
+  last_skip_reason_ = reason;
+  logger()->warn("{}: {}; update skipped", name_, reason);
 }
 
 Monitors Optimizer::step(const Batch& batch) {
@@ -235,7 +240,7 @@ Monitors Optimizer::step(const Batch& batch) {
     }
   }
   if (!std::isfinite(monitors.at("loss"))) {
-    logger()->warn("{}: non-finite loss; update skipped", name_);
+    skip_update("non-finite loss (" + std::to_string(monitors.at("loss")) + ")");
     return monitors;
   }
 

@@ -36,8 +36,8 @@ namespace {
 template <typename T>
 [[noreturn]] void refuse(const char* setting, T value, const char* allowed) {
   std::ostringstream message;
-  message << "downhill: setting " << setting << " = " << value << " is invalid; allowed: "
-          << allowed;
+  message << "downhill: setting " << setting << " = " << value
+          << " is invalid; allowed: " << allowed;
   throw std::invalid_argument(message.str());
 }
 
@@ -83,6 +83,11 @@ void Options::validate() const {
   if (valid_batches_ && *valid_batches_ < 1) {
     refuse("valid_batches", *valid_batches_, "an integer >= 1");
   }
+  if (max_nonfinite_ < 1) refuse("max_nonfinite", max_nonfinite_, "an integer >= 1");
+  if (checkpoint_every_ < 1) refuse("checkpoint_every", checkpoint_every_, "an integer >= 1");
+  if (resume_ && checkpoint_.empty()) {
+    refuse("resume", "true", "resume(true) needs checkpoint(path) set");
+  }
 }
 
 std::vector<std::pair<std::string, std::string>> Options::settings() const {
@@ -119,6 +124,10 @@ std::vector<std::pair<std::string, std::string>> Options::settings() const {
   add_optional("max_updates", max_updates_);
   add_optional("train_batches", train_batches_);
   add_optional("valid_batches", valid_batches_);
+  add("max_nonfinite", max_nonfinite_);
+  add("checkpoint", checkpoint_.empty() ? std::string("none") : checkpoint_);
+  add("checkpoint_every", checkpoint_every_);
+  add("resume", resume_ ? "true" : "false");
   return out;
 }
 

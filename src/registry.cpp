@@ -42,8 +42,7 @@ std::string known_names() {
 
 }  // namespace
 
-std::unique_ptr<Optimizer> build(std::string_view algo, Loss loss, Params params,
-                                 Options options) {
+std::unique_ptr<Optimizer> build(std::string_view algo, Loss loss, Params params, Options options) {
   Factory factory;
   {
     auto& r = registry();

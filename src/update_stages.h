@@ -52,7 +52,7 @@ inline constexpr int64_t kFusedGrain = 1 << 16;
 struct FusedTarget {
   at::Tensor param;
   at::Tensor grad;
-  at::Tensor hv;  // undefined unless the algorithm uses it
+  at::Tensor hv;                   // undefined unless the algorithm uses it
   at::Tensor* velocity = nullptr;  // null when momentum is 0
   std::vector<at::Tensor>* slots = nullptr;
   double grad_scale = 1.0;

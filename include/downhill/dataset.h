@@ -90,6 +90,10 @@ class Dataset {
   /// Position of the next batch in order() (tensor datasets).
   int64_t position() const noexcept { return position_; }
 
+  /// Puts the dataset where a checkpoint found it: `order` must be a permutation of
+  /// the slices and `position` an index into it. Throws std::invalid_argument otherwise.
+  void restore_position(std::vector<int64_t> order, int64_t position);
+
   /// The next batch, wrapping around (and reshuffling) at the end.
   Batch next();
   /// The batch next() would return, without consuming it.

@@ -21,13 +21,14 @@ namespace downhill {
 /// train_batches / valid_batches).
 class DataSource {
  public:
-  DataSource(Dataset& dataset) : dataset_(&dataset) {}               // NOLINT
+  DataSource(Dataset& dataset) : dataset_(&dataset) {}                    // NOLINT
   DataSource(torch::Tensor tensor) : batch_(Batch{std::move(tensor)}) {}  // NOLINT
-  DataSource(Batch batch) : batch_(std::move(batch)) {}              // NOLINT
+  DataSource(Batch batch) : batch_(std::move(batch)) {}                   // NOLINT
   template <typename F>
-    requires std::is_invocable_r_v<Batch, F&> && (!std::is_convertible_v<F, Batch>) &&
-             (!std::is_convertible_v<F, torch::Tensor>)
-  DataSource(F generator) : generator_(std::move(generator)) {}  // NOLINT
+  requires std::is_invocable_r_v<Batch, F&> &&
+      (!std::is_convertible_v<F, Batch>)&&(!std::is_convertible_v<F, torch::Tensor>)
+          DataSource(F generator)
+      : generator_(std::move(generator)) {}  // NOLINT
 
   /// The dataset to use: the one given, or one made with `options` (its name
   /// and iteration size set from them).

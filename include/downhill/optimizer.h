@@ -8,6 +8,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -73,6 +74,20 @@ class Optimizer {
   /// Updates applied so far (Adam's t).
   int64_t update_count() const noexcept { return update_count_; }
 
+  /// Writes everything needed to continue this run to `path`: parameters, every
+  /// state tensor and counter, the best parameters and loss, the loop's counters,
+  /// the datasets' slice orders and positions, and the random generators' states.
+  /// Written atomically (a temporary file in the same folder, fsynced, then
+  /// renamed over `path`). The loop calls it when Options::checkpoint is set.
+  void save_checkpoint(const std::string& path, const Dataset* train = nullptr,
+                       const Dataset* valid = nullptr) const;
+  /// Loads a checkpoint written by save_checkpoint(): parameters, state and
+  /// generators at once; the next iterate()/minimize() continues the run (and
+  /// puts its datasets where they were). Throws std::invalid_argument naming the
+  /// mismatch when the checkpoint is of another problem (algorithm, parameter
+  /// names, shapes or dtypes), and std::runtime_error when it cannot be read.
+  void load_checkpoint(const std::string& path);
+
  protected:
   /// `loss` may be empty for an optimizer that is only used through apply().
   /// Validates `options` and the parameters; throws std::invalid_argument.
@@ -108,9 +123,11 @@ class Optimizer {
   friend class Iteration;
   void ensure_state();
   void check_gradients(const std::vector<torch::Tensor>& grads, const char* what) const;
-  bool apply_checked(const std::vector<torch::Tensor>& grads,
-                     const std::vector<torch::Tensor>& hvs, bool already_clipped);
+  bool apply_checked(const std::vector<torch::Tensor>& grads, const std::vector<torch::Tensor>& hvs,
+                     bool already_clipped);
   void keep_best();
+  void skip_update(const std::string& reason);
+  void resume_datasets(Dataset& train, Dataset* valid);
 
   // Where the loop stands; kept here so that the run outlives one Iteration.
   struct LoopState {
@@ -118,7 +135,17 @@ class Optimizer {
     int64_t validations = 0;
     int64_t best_validation = 0;
     double best_loss = 0.0;
+    int64_t consecutive_skipped = 0;
     Monitors last_validation;
+  };
+  // Dataset positions read from a checkpoint, applied by the next iterate().
+  struct DatasetPosition {
+    std::vector<int64_t> order;
+    int64_t position = 0;
+    torch::Tensor generator_state;  // undefined when the dataset has no generator of its own
+  };
+  struct PendingResume {
+    std::vector<DatasetPosition> datasets;  // train, then valid when saved
   };
 
   std::string name_;
@@ -130,7 +157,10 @@ class Optimizer {
   std::vector<torch::Tensor> best_;
   int64_t update_count_ = 0;
   bool warned_unused_ = false;
+  bool last_update_applied_ = true;
+  std::string last_skip_reason_;
   LoopState loop_;
+  std::optional<PendingResume> pending_resume_;
 };
 
 }  // namespace downhill

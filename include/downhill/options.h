@@ -12,7 +12,8 @@ namespace downhill {
 
 /// How ESGD computes Hessian-vector products (DESIGN.md §3).
 enum class HvMethod {
-  kRop,   ///< Jacobian of the gradient times r (forward-mode style, via two vector-Jacobian products)
+  kRop,   ///< Jacobian of the gradient times r (forward-mode style, via two vector-Jacobian
+          ///< products)
   kLop,   ///< the vector-Jacobian product rᵀH
   kGrad,  ///< the gradient of (g · r)
 };
@@ -21,27 +22,27 @@ enum class HvMethod {
 std::string_view to_string(HvMethod method);
 
 // Declares a setting: a chainable setter and a getter of the same name.
-#define DOWNHILL_SETTING(Type, name, initial)          \
- public:                                               \
-  Options& name(Type value) {                          \
-    name##_ = std::move(value);                        \
-    return *this;                                      \
-  }                                                    \
+#define DOWNHILL_SETTING(Type, name, initial)           \
+ public:                                                \
+  Options& name(Type value) {                           \
+    name##_ = std::move(value);                         \
+    return *this;                                       \
+  }                                                     \
   const Type& name() const noexcept { return name##_; } \
-                                                       \
- private:                                              \
+                                                        \
+ private:                                               \
   Type name##_ = initial
 
 // Declares an optional integer setting: unset by default.
-#define DOWNHILL_OPTIONAL_SETTING(name)                                  \
- public:                                                                 \
-  Options& name(int64_t value) {                                         \
-    name##_ = value;                                                     \
-    return *this;                                                        \
-  }                                                                      \
+#define DOWNHILL_OPTIONAL_SETTING(name)                                   \
+ public:                                                                  \
+  Options& name(int64_t value) {                                          \
+    name##_ = value;                                                      \
+    return *this;                                                         \
+  }                                                                       \
   const std::optional<int64_t>& name() const noexcept { return name##_; } \
-                                                                         \
- private:                                                                \
+                                                                          \
+ private:                                                                 \
   std::optional<int64_t> name##_
 
 /// Every setting of an optimizer and of its loop, in the LibTorch style:
@@ -100,6 +101,17 @@ class Options {
   DOWNHILL_OPTIONAL_SETTING(train_batches);
   /// Batches per validation pass when minimize() wraps the data (unset: all); >= 1.
   DOWNHILL_OPTIONAL_SETTING(valid_batches);
+
+  // --- Reliability ---
+  /// Consecutive skipped (non-finite) updates after which the loop stops, restores
+  /// the best parameters and throws DivergenceError; >= 1.
+  DOWNHILL_SETTING(int64_t, max_nonfinite, 10);
+  /// File the loop checkpoints to (empty: no checkpoints). Written atomically.
+  DOWNHILL_SETTING(std::string, checkpoint, "");
+  /// Write the checkpoint every this many passes (and when the loop stops); >= 1.
+  DOWNHILL_SETTING(int64_t, checkpoint_every, 1);
+  /// Continue from the checkpoint file, if it exists, when the loop starts.
+  DOWNHILL_SETTING(bool, resume, false);
 
  public:
   /// Parses "rop", "lop" or "grad" (any case); throws std::invalid_argument otherwise.

@@ -24,7 +24,8 @@ std::unique_ptr<Optimizer> build(std::string_view algo, Loss loss, Params params
 std::unique_ptr<Optimizer> build(std::string_view algo, Params params, Options options = {});
 
 /// Makes an optimizer; `loss` is empty for an apply()-only optimizer.
-using Factory = std::function<std::unique_ptr<Optimizer>(Loss loss, Params params, Options options)>;
+using Factory =
+    std::function<std::unique_ptr<Optimizer>(Loss loss, Params params, Options options)>;
 
 /// Registers `factory` under `name` (case-insensitive) so that build() finds it.
 /// Throws std::invalid_argument if the name is empty or already taken.

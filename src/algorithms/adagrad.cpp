@@ -26,7 +26,7 @@ class Adagrad final : public BuiltinOptimizer {
     return run_kernel(index, grad, hv, grad_scale, clip_elem, [lr, eps](auto scalar) {
       using T = typename decltype(scalar)::type;
       return [lr = static_cast<T>(lr), eps = static_cast<T>(eps)](T g, int64_t i,
-                                                                   const KernelData<T>& data) {
+                                                                  const KernelData<T>& data) {
         T& sum_squares = data.slot0[i];
         sum_squares = sum_squares + g * g;
         return g * lr / std::sqrt(sum_squares + eps);

@@ -28,9 +28,9 @@ class RProp final : public BuiltinOptimizer {
     const auto& o = options();
     const auto agreement = grad * grad_prev;
     auto constant = [&](double value) { return at::scalar_tensor(value, grad.options()); };
-    const auto factor = at::where(agreement > 0, constant(o.rprop_increase()),
-                                  at::where(agreement < 0, constant(o.rprop_decrease()),
-                                            constant(1.0)));
+    const auto factor =
+        at::where(agreement > 0, constant(o.rprop_increase()),
+                  at::where(agreement < 0, constant(o.rprop_decrease()), constant(1.0)));
     step.copy_((step * factor).clamp(o.rprop_min_step(), o.rprop_max_step()));
     const auto kept = at::where(agreement < 0, at::zeros_like(grad), grad);
     grad_prev.copy_(kept);
