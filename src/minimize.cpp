@@ -8,7 +8,7 @@ namespace downhill {
 
 Dataset& DataSource::resolve(DatasetOptions options) {
   if (dataset_) return *dataset_;
-  if (!owned_) {
+  if (!owned_) {  // a tensor, a Batch or a generator: wrap it now
     if (generator_) {
       owned_.emplace(generator_, std::move(options));
     } else {

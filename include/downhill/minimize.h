@@ -15,20 +15,24 @@
 
 namespace downhill {
 
+/// A callable that returns a Batch each time it is called (and is not itself data).
+template <typename F>
+concept BatchGenerator = std::is_invocable_r_v<Batch, F&> && !std::is_convertible_v<F, Batch> &&
+                         !std::is_convertible_v<F, torch::Tensor>;
+
 /// Training or validation data for minimize(): a Dataset (used as it is, by
 /// reference), a tensor, a Batch, or a generator callable returning a Batch (the
 /// latter three are wrapped in a Dataset with the options' batch size and
 /// train_batches / valid_batches).
 class DataSource {
  public:
-  DataSource(Dataset& dataset) : dataset_(&dataset) {}                    // NOLINT
+  DataSource(Dataset& dataset) : dataset_(&dataset) {}  // NOLINT
+  /// A temporary dataset, kept for the call.
+  DataSource(Dataset&& dataset) : owned_(std::move(dataset)) {}           // NOLINT
   DataSource(torch::Tensor tensor) : batch_(Batch{std::move(tensor)}) {}  // NOLINT
   DataSource(Batch batch) : batch_(std::move(batch)) {}                   // NOLINT
-  template <typename F>
-  requires std::is_invocable_r_v<Batch, F&> &&
-      (!std::is_convertible_v<F, Batch>)&&(!std::is_convertible_v<F, torch::Tensor>)
-          DataSource(F generator)
-      : generator_(std::move(generator)) {}  // NOLINT
+  template <BatchGenerator F>
+  DataSource(F generator) : generator_(std::move(generator)) {}  // NOLINT
 
   /// The dataset to use: the one given, or one made with `options` (its name
   /// and iteration size set from them).
