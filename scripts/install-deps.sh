@@ -10,6 +10,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-torch           # PyTorch peer for the benchmarks
   python3-sklearn         # ships the digits data set used by an example
+  zlib1g-dev              # reads that gzip-compressed data set
 )
 
 missing=()
