@@ -107,8 +107,10 @@ class Optimizer {
   /// The fused path for parameter `index`: does clipping (`clip_elem` > 0: clamp;
   /// otherwise multiply by `grad_scale`), the rule and momentum in one pass.
   /// Returns false when it does not apply, and the reference path runs instead.
-  virtual bool fused_update(size_t index, const torch::Tensor& grad, const torch::Tensor& hv,
-                            double grad_scale, double clip_elem) {
+  // (Parameter names are comments here so that users' -Wextra builds stay quiet.)
+  virtual bool fused_update(size_t /*index*/, const torch::Tensor& /*grad*/,
+                            const torch::Tensor& /*hv*/, double /*grad_scale*/,
+                            double /*clip_elem*/) {
     return false;
   }
 
