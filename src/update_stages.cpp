@@ -28,6 +28,18 @@ void momentum_reference(at::Tensor& param, at::Tensor& velocity, const at::Tenso
   param.add_(velocity);
 }
 
+bool cpu_has_avx2() {
+#ifdef DOWNHILL_HAS_AVX2_PATH
+  static const bool has_avx2 = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0;
+  }();
+  return has_avx2;
+#else
+  return false;
+#endif
+}
+
 bool fused_eligible(const FusedTarget& target) {
   const auto dtype = target.param.scalar_type();
   if (dtype != at::kFloat && dtype != at::kDouble) return false;
@@ -50,26 +62,54 @@ namespace downhill::detail {
 
 namespace {
 
+// Σ x² over [begin, end) in double. Sixteen independent accumulators hide the
+// latency of the additions (four would cap the loop near 19 GB/s, below what
+// memory delivers) and let the compiler vectorize without -ffast-math.
+template <typename T>
+[[gnu::always_inline]] inline double sum_of_squares_range(const T* __restrict data, int64_t begin,
+                                                          int64_t end) {
+  constexpr int kLanes = 16;
+  double acc[kLanes] = {};
+  int64_t i = begin;
+  for (; i + kLanes <= end; i += kLanes) {
+    for (int k = 0; k < kLanes; ++k) {
+      const double x = static_cast<double>(data[i + k]);
+      acc[k] += x * x;
+    }
+  }
+  for (; i < end; ++i) {
+    const double x = static_cast<double>(data[i]);
+    acc[0] += x * x;
+  }
+  for (int width = kLanes / 2; width > 0; width /= 2) {
+    for (int k = 0; k < width; ++k) acc[k] += acc[k + width];
+  }
+  return acc[0];
+}
+
+template <typename T>
+[[gnu::noinline]] double sum_of_squares_baseline(const T* data, int64_t begin, int64_t end) {
+  return sum_of_squares_range(data, begin, end);
+}
+
+#ifdef DOWNHILL_HAS_AVX2_PATH
+template <typename T>
+[[gnu::noinline, gnu::target("avx2")]] double sum_of_squares_avx2(const T* data, int64_t begin,
+                                                                  int64_t end) {
+  return sum_of_squares_range(data, begin, end);
+}
+#endif
+
 template <typename T>
 double sum_of_squares_contiguous(const T* data, int64_t n) {
+  auto range = &sum_of_squares_baseline<T>;
+#ifdef DOWNHILL_HAS_AVX2_PATH
+  if (cpu_has_avx2()) range = &sum_of_squares_avx2<T>;
+#endif
+  if (n <= kFusedGrain) return range(data, 0, n);
   return at::parallel_reduce(
       0, n, kFusedGrain, 0.0,
-      [&](int64_t begin, int64_t end, double partial) {
-        // Four accumulators let the compiler vectorize the reduction without -ffast-math.
-        double acc[4] = {0, 0, 0, 0};
-        int64_t i = begin;
-        for (; i + 4 <= end; i += 4) {
-          for (int k = 0; k < 4; ++k) {
-            const double x = static_cast<double>(data[i + k]);
-            acc[k] += x * x;
-          }
-        }
-        for (; i < end; ++i) {
-          const double x = static_cast<double>(data[i]);
-          acc[0] += x * x;
-        }
-        return partial + ((acc[0] + acc[1]) + (acc[2] + acc[3]));
-      },
+      [&](int64_t begin, int64_t end, double partial) { return partial + range(data, begin, end); },
       [](double a, double b) { return a + b; });
 }
 

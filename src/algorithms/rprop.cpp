@@ -54,7 +54,9 @@ class RProp final : public BuiltinOptimizer {
         step = std::min(std::max(step * factor, min_step), max_step);
         const T kept = agreement < 0 ? T(0) : g;
         grad_prev = kept;
-        const T sign = static_cast<T>((kept > 0) - (kept < 0));
+        // sign(kept) as ATen computes it, (0 < x) − (x < 0), in T: unlike a nested
+        // conditional, GCC vectorizes this.
+        const T sign = static_cast<T>(kept > 0) - static_cast<T>(kept < 0);
         return sign * step;
       };
     });
