@@ -3,6 +3,8 @@
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
+# Lets ccache share compiled objects between clones in different folders.
+export CCACHE_BASEDIR := $(CURDIR)
 
 .PHONY: all deps configure build demo test bench format clean
 
