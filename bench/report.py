@@ -10,6 +10,7 @@ import pathlib
 import sys
 
 SIZES = [1_000, 100_000, 16_000_000]
+SIZE_LABELS = {1_000: "1e3", 100_000: "1e5", 16_000_000: "1.6e7"}
 ALGORITHMS = ["sgd", "nag", "rprop", "rmsprop", "adagrad", "adadelta", "esgd", "adam"]
 PEERS = {"sgd": "momentum", "adagrad": "plain", "rmsprop": "plain", "adam": "plain"}
 TARGET_VS_TORCH = {"adam": 0.40, "rmsprop": 0.40, "adagrad": 0.55, "sgd": 0.70}
@@ -32,8 +33,9 @@ def google_medians(path):
     for b in data["benchmarks"]:
         if b.get("aggregate_name") != "median":
             continue
-        name = b["run_name"].rsplit("/", 1)[0] if b["run_name"].endswith(
-            ("/process_time", "/real_time")) else b["run_name"]
+        # Keep the benchmark's own name: drop /iterations:…, /repeats:…, /process_time.
+        name = "/".join(part for part in b["run_name"].split("/")
+                        if ":" not in part and part not in ("process_time", "real_time"))
         out[name] = b[field] * scale[b["time_unit"]]
         counters[name] = b
     return out, counters, data["context"], field
@@ -100,7 +102,7 @@ def main():
                     vs_torch_text = fmt_ratio(vs_torch, target)
                 bandwidth = copy / fused if (copy and fused) else None
                 py_best = min(x for x in (py, py_foreach) if x) if (py or py_foreach) else None
-                say(f"| {algo} | {momentum} | {n:.0e} | {fmt_time(fused)} | {fmt_time(reference)} | "
+                say(f"| {algo} | {momentum} | {SIZE_LABELS[n]} | {fmt_time(fused)} | {fmt_time(reference)} | "
                     f"{fmt_ratio(fused / reference if fused and reference else None)} | "
                     f"{fmt_time(torch_optim)} | {vs_torch_text} | {fmt_time(copy)} | "
                     f"{fmt_ratio(bandwidth, 0.70 if n == 16_000_000 else None, below=False)} | "
@@ -114,7 +116,7 @@ def main():
     say("")
     for n in SIZES:
         check = update.get(f"check/sgd/{n}")
-        say(f"- non-finite check alone (apply() on a gradient ending in NaN), n={n:.0e}: "
+        say(f"- non-finite check alone (apply() on a gradient ending in NaN), n={SIZE_LABELS[n]}: "
             f"{fmt_time(check)}")
     say("")
     say("## End to end")
