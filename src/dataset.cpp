@@ -46,6 +46,13 @@ Dataset::Dataset(Batch arrays, DatasetOptions options) : options_(std::move(opti
                                   std::to_string(i) + " is undefined");
     }
     const int64_t dim = t.dim();
+    if (dim == 0) {
+      throw std::invalid_argument("downhill: dataset '" + name() + "': tensor " +
+                                  std::to_string(i) +
+                                  " is 0-dim (a scalar); it needs at least one dimension to split "
+                                  "into batches along axis " +
+                                  std::to_string(axis));
+    }
     const int64_t resolved = axis < 0 ? axis + dim : axis;
     if (resolved < 0 || resolved >= dim) {
       throw std::invalid_argument(

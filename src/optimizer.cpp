@@ -6,6 +6,7 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/variable.h>
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <unordered_set>
@@ -57,6 +58,38 @@ void check_params(const Params& params, bool needs_grad) {
                                   "' does not require grad; the loss needs its gradient, so "
                                   "create it with torch::requires_grad() or call "
                                   "requires_grad_()");
+    }
+  }
+}
+
+// Whether `t` holds a NaN or an infinity, given its sum of squares: that sum is
+// also infinite when the squares of huge but finite elements overflow.
+bool has_nonfinite(const torch::Tensor& t, double sum_of_squares) {
+  if (std::isfinite(sum_of_squares)) return false;
+  if (std::isnan(sum_of_squares)) return true;
+  torch::NoGradGuard no_grad;
+  return !torch::isfinite(t).all().item<bool>();
+}
+
+// The L2 norm of a finite `t` whose sum of squares overflowed: scaled by its largest element.
+double overflow_safe_norm(const torch::Tensor& t) {
+  torch::NoGradGuard no_grad;
+  const double largest = t.abs().max().item<double>();
+  return largest * std::sqrt(detail::sum_of_squares((t / largest).contiguous()));
+}
+
+// The loss must be a scalar floating-point tensor and each monitor a scalar.
+void check_evaluation(const Evaluation& evaluation) {
+  const auto& loss = evaluation.loss;
+  if (!loss.defined() || loss.numel() != 1 || !loss.is_floating_point()) {
+    throw std::invalid_argument(
+        "downhill: the loss must be a scalar floating-point tensor; got " +
+        (loss.defined() ? describe(loss) : std::string("an undefined tensor")));
+  }
+  for (const auto& [name, value] : evaluation.monitors) {
+    if (!value.defined() || value.numel() != 1) {
+      throw std::invalid_argument("downhill: monitor '" + name + "' must be a scalar; got " +
+                                  (value.defined() ? describe(value) : "an undefined tensor"));
     }
   }
 }
@@ -153,15 +186,15 @@ bool Optimizer::apply_checked(const std::vector<torch::Tensor>& grads,
   std::vector<double> norms(grads.size());
   for (size_t i = 0; i < grads.size(); ++i) {
     const double sum = detail::sum_of_squares(grads[i]);
-    bool finite = std::isfinite(sum);
-    if (finite && !hvs.empty()) finite = std::isfinite(detail::sum_of_squares(hvs[i]));
-    if (!finite) {
-      skip_update(std::string("non-finite ") +
-                  (std::isfinite(sum) ? "Hessian-vector product" : "gradient") +
+    const bool bad_grad = has_nonfinite(grads[i], sum);
+    const bool bad_hv =
+        !bad_grad && !hvs.empty() && has_nonfinite(hvs[i], detail::sum_of_squares(hvs[i]));
+    if (bad_grad || bad_hv) {
+      skip_update(std::string("non-finite ") + (bad_grad ? "gradient" : "Hessian-vector product") +
                   " for parameter '" + params_.name(i) + "'");
       return false;
     }
-    norms[i] = std::sqrt(sum);
+    norms[i] = std::isfinite(sum) ? std::sqrt(sum) : overflow_safe_norm(grads[i]);
   }
 
   torch::NoGradGuard no_grad;
@@ -198,12 +231,8 @@ Monitors Optimizer::step(const Batch& batch) {
                            " was built with build(algo, params, options) for apply() only");
   }
   Evaluation evaluation = loss_(batch);
+  check_evaluation(evaluation);
   const auto& loss = evaluation.loss;
-  if (!loss.defined() || loss.numel() != 1 || !loss.is_floating_point()) {
-    throw std::invalid_argument(
-        "downhill: the loss must be a scalar floating-point tensor; got " +
-        (loss.defined() ? describe(loss) : std::string("an undefined tensor")));
-  }
   if (!loss.requires_grad()) {
     throw std::invalid_argument(
         "downhill: the loss does not depend on any parameter that requires grad");
@@ -211,19 +240,21 @@ Monitors Optimizer::step(const Batch& batch) {
 
   Monitors monitors;
   monitors.set("loss", loss.item<double>());
-  for (const auto& [name, value] : evaluation.monitors) {
-    if (!value.defined() || value.numel() != 1) {
-      throw std::invalid_argument("downhill: monitor '" + name + "' must be a scalar; got " +
-                                  (value.defined() ? describe(value) : "an undefined tensor"));
-    }
-    monitors.set(name, value.item<double>());
-  }
+  for (const auto& [name, value] : evaluation.monitors) monitors.set(name, value.item<double>());
 
   const bool needs_hv = needs_hessian_vector_products();
   const auto tensors = params_.tensors();
   auto grads = torch::autograd::grad({loss}, tensors, /*grad_outputs=*/{},
                                      /*retain_graph=*/needs_hv, /*create_graph=*/needs_hv,
                                      /*allow_unused=*/true);
+  if (std::none_of(grads.begin(), grads.end(), [](const auto& g) { return g.defined(); })) {
+    std::string names;
+    for (const auto& [name, tensor] : params_) names += (names.empty() ? "'" : ", '") + name + "'";
+    throw std::invalid_argument(
+        "downhill: the loss does not depend on any parameter: it requires grad, but through "
+        "other tensors; it must be computed from at least one of " +
+        names);
+  }
   for (size_t i = 0; i < grads.size(); ++i) {
     if (grads[i].defined()) continue;
     if (!warned_unused_) {
@@ -282,21 +313,14 @@ Monitors Optimizer::evaluate(Dataset& data) {
     const Batch batch = data.next();
     const double weight = static_cast<double>(data.samples(batch));
     const Evaluation evaluation = loss_(batch);
-    if (!evaluation.loss.defined() || evaluation.loss.numel() != 1) {
-      throw std::invalid_argument("downhill: the loss must be a scalar floating-point tensor");
-    }
+    check_evaluation(evaluation);
     if (sums.empty()) {
       sums.emplace_back("loss", 0.0);
       for (const auto& [name, value] : evaluation.monitors) sums.emplace_back(name, 0.0);
     }
     sums[0].second += weight * evaluation.loss.item<double>();
     for (size_t m = 0; m < evaluation.monitors.size() && m + 1 < sums.size(); ++m) {
-      const auto& value = evaluation.monitors[m].second;
-      if (!value.defined() || value.numel() != 1) {
-        throw std::invalid_argument("downhill: monitor '" + evaluation.monitors[m].first +
-                                    "' must be a scalar");
-      }
-      sums[m + 1].second += weight * value.item<double>();
+      sums[m + 1].second += weight * evaluation.monitors[m].second.item<double>();
     }
     total_weight += weight;
   }
