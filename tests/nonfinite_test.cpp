@@ -13,43 +13,17 @@
 #include <string>
 #include <vector>
 
+#include "test_support.h"
+
 namespace {
+
+using downhill::testing::LogCapture;
 
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
-
-// Routes downhill's log lines into a string for the lifetime of the object.
-class LogCapture {
- public:
-  LogCapture()
-      : saved_sinks_(downhill::logger()->sinks()), saved_level_(downhill::logger()->level()) {
-    auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(lines_);
-    sink->set_pattern("%l %v");
-    downhill::logger()->sinks() = {sink};
-    downhill::logger()->set_level(spdlog::level::info);
-  }
-  ~LogCapture() {
-    downhill::logger()->sinks() = saved_sinks_;
-    downhill::logger()->set_level(saved_level_);
-  }
-  std::string text() const { return lines_.str(); }
-  int warnings_with(const std::string& needle) const {
-    std::istringstream in(lines_.str());
-    int count = 0;
-    for (std::string line; std::getline(in, line);) {
-      if (line.rfind("warning ", 0) == 0 && line.find(needle) != std::string::npos) ++count;
-    }
-    return count;
-  }
-
- private:
-  std::ostringstream lines_;
-  std::vector<spdlog::sink_ptr> saved_sinks_;
-  spdlog::level::level_enum saved_level_;
-};
 
 // A batch of this problem is {offset, gradient_scale}: the loss is
 // ‖a − 1‖² + ‖b·c‖² + offset, and the gradient of `a` is multiplied by

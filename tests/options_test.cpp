@@ -12,27 +12,16 @@
 #include <string>
 #include <vector>
 
+#include "test_support.h"
+
 namespace {
+
+using downhill::testing::message_of;
 
 using testing::HasSubstr;
 
 const std::vector<std::string> kAlgorithms = {"sgd",     "nag",      "rprop", "rmsprop",
                                               "adagrad", "adadelta", "esgd",  "adam"};
-
-// The message of the std::invalid_argument `f` throws (and a test failure if it does not).
-template <typename F>
-std::string invalid_argument_message(F&& f) {
-  try {
-    f();
-  } catch (const std::invalid_argument& error) {
-    return error.what();
-  } catch (const std::exception& error) {
-    ADD_FAILURE() << "threw something other than std::invalid_argument: " << error.what();
-    return {};
-  }
-  ADD_FAILURE() << "did not throw";
-  return {};
-}
 
 downhill::Params one_param() { return {{"x", torch::zeros({2}, torch::kDouble)}}; }
 
@@ -49,7 +38,8 @@ TEST(Names, BuildIsCaseInsensitiveAndNameIsTheDisplayName) {
 }
 
 TEST(Names, UnknownNameListsTheKnownOnes) {
-  const auto message = invalid_argument_message([] { downhill::build("adamw", one_param()); });
+  const auto message =
+      message_of<std::invalid_argument>([] { downhill::build("adamw", one_param()); });
   EXPECT_THAT(message, HasSubstr("adamw"));
   for (const auto& name : kAlgorithms) EXPECT_THAT(message, HasSubstr(name));
 }
@@ -173,7 +163,7 @@ TEST_P(Validation, BuildRefusesWithSettingValueAndRange) {
   const auto& c = GetParam();
   for (const auto& algo : {std::string("sgd"), std::string("adam")}) {
     const auto message =
-        invalid_argument_message([&] { downhill::build(algo, one_param(), c.options); });
+        message_of<std::invalid_argument>([&] { downhill::build(algo, one_param(), c.options); });
     EXPECT_THAT(message, HasSubstr(c.setting));
     EXPECT_THAT(message, HasSubstr(c.value));
     EXPECT_THAT(message, HasSubstr(c.allowed));
@@ -239,14 +229,14 @@ class Refusal : public testing::Test {
 };
 
 TEST_F(Refusal, TooFewGradients) {
-  const auto message = invalid_argument_message([&] { opt_->apply({good_a()}); });
+  const auto message = message_of<std::invalid_argument>([&] { opt_->apply({good_a()}); });
   EXPECT_THAT(message, HasSubstr("1"));
   EXPECT_THAT(message, HasSubstr("2"));
   expect_untouched();
 }
 
 TEST_F(Refusal, TooManyGradients) {
-  const auto message = invalid_argument_message([&] {
+  const auto message = message_of<std::invalid_argument>([&] {
     opt_->apply({good_a(), good_b(), good_b()});
   });
   EXPECT_THAT(message, HasSubstr("3"));
@@ -256,7 +246,7 @@ TEST_F(Refusal, TooManyGradients) {
 
 TEST_F(Refusal, WrongShapeOfTheSecondParameter) {
   // The first gradient is fine; the second has the right element count but not the shape.
-  const auto message = invalid_argument_message([&] {
+  const auto message = message_of<std::invalid_argument>([&] {
     opt_->apply({good_a(), torch::ones({4}, torch::kDouble)});
   });
   EXPECT_THAT(message, HasSubstr("beta"));
@@ -266,7 +256,7 @@ TEST_F(Refusal, WrongShapeOfTheSecondParameter) {
 }
 
 TEST_F(Refusal, WrongShapeOfTheFirstParameter) {
-  const auto message = invalid_argument_message([&] {
+  const auto message = message_of<std::invalid_argument>([&] {
     opt_->apply({torch::ones({3, 1}, torch::kDouble), good_b()});
   });
   EXPECT_THAT(message, HasSubstr("alpha"));
@@ -274,7 +264,7 @@ TEST_F(Refusal, WrongShapeOfTheFirstParameter) {
 }
 
 TEST_F(Refusal, WrongDtype) {
-  const auto message = invalid_argument_message([&] {
+  const auto message = message_of<std::invalid_argument>([&] {
     opt_->apply({good_a(), good_b().to(torch::kFloat)});
   });
   EXPECT_THAT(message, HasSubstr("beta"));
@@ -284,7 +274,9 @@ TEST_F(Refusal, WrongDtype) {
 }
 
 TEST_F(Refusal, UndefinedGradient) {
-  const auto message = invalid_argument_message([&] { opt_->apply({good_a(), torch::Tensor()}); });
+  const auto message = message_of<std::invalid_argument>([&] {
+    opt_->apply({good_a(), torch::Tensor()});
+  });
   EXPECT_THAT(message, HasSubstr("beta"));
   expect_untouched();
 }
@@ -301,7 +293,7 @@ TEST(RefusalEsgd, MismatchedHessianVectorProductNamesTheParameter) {
   auto b = torch::zeros({3}, torch::kDouble);
   auto opt = downhill::build("esgd", {{"first", a}, {"second", b}});
   const auto ones2 = torch::ones({2}, torch::kDouble), ones3 = torch::ones({3}, torch::kDouble);
-  const auto message = invalid_argument_message([&] {
+  const auto message = message_of<std::invalid_argument>([&] {
     opt->apply({ones2, ones3}, {ones2, torch::ones({3}, torch::kFloat)});
   });
   EXPECT_THAT(message, HasSubstr("second"));
