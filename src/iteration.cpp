@@ -21,6 +21,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+bool stderr_is_terminal() {
+  static const bool terminal = isatty(STDERR_FILENO) == 1;  // asked once, not every pass
+  return terminal;
+}
+
 // One progress line on a terminal for passes longer than about a second,
 // cleared before the pass's log line. Never when stderr is not a terminal.
 class ProgressLine {
@@ -30,7 +35,7 @@ class ProgressLine {
         total_(total),
         start_(Clock::now()),
         last_(start_),
-        enabled_(isatty(STDERR_FILENO) == 1) {}
+        enabled_(stderr_is_terminal()) {}
 
   void update(int64_t done, double running_loss) {
     if (!enabled_) return;
@@ -133,6 +138,7 @@ struct Iteration::Impl {
   bool started = false;
   bool done = false;
   bool interrupted = false;
+  std::shared_ptr<spdlog::logger> log = logger();  // looked up once per run, not per pass
 };
 
 Monitors Iteration::Impl::train_pass() {
@@ -184,7 +190,6 @@ bool Iteration::Impl::advance() {
   if (done) return false;
   auto& loop = optimizer.loop_;
   const auto& options = optimizer.options();
-  auto log = logger();
   if (!started) {
     started = true;
     interrupt.emplace();
@@ -208,7 +213,10 @@ bool Iteration::Impl::advance() {
       optimizer.keep_best();
     }
     loop.last_validation = validation;
-    log->info("validation {} {}{}", loop.validations, validation.to_string(), improved ? " *" : "");
+    if (log->should_log(spdlog::level::info)) {  // formatting monitors costs more than a tiny step
+      log->info("validation {} {}{}", loop.validations, validation.to_string(),
+                improved ? " *" : "");
+    }
     if (loop.validations - loop.best_validation > options.patience()) {
       log->info("patience elapsed!");
       finish(true);
@@ -222,7 +230,9 @@ bool Iteration::Impl::advance() {
     return false;
   }
   ++loop.passes;
-  log->info("{} {} {}", optimizer.name(), loop.passes, training.to_string());
+  if (log->should_log(spdlog::level::info)) {
+    log->info("{} {} {}", optimizer.name(), loop.passes, training.to_string());
+  }
   if (loop.passes % options.checkpoint_every() == 0) checkpoint();
   current = {std::move(training), loop.last_validation};
   return true;
