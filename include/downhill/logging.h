@@ -1,7 +1,9 @@
 #pragma once
 // downhill's logger: spdlog, named "downhill".
 
-#include <spdlog/fwd.h>
+// The full logger class, so that `downhill::logger()->set_level(...)` works with
+// no further include (spdlog's logger header is light next to LibTorch's).
+#include <spdlog/logger.h>
 
 #include <memory>
 
