@@ -424,6 +424,28 @@ TEST_F(Quiet, CheckpointOfAnotherProblemIsRefusedNamingTheMismatchAndChangesNoth
   }
 }
 
+TEST_F(Quiet, TemporaryFilesOfKilledWritersAreRemovedByTheNextWrite) {
+  TemporaryFolder folder("abandoned");
+  const auto path = folder.file("run.ckpt");
+  // A process that has exited: its pid names no live process any more.
+  const pid_t child = fork();
+  if (child == 0) _exit(0);
+  ASSERT_GT(child, 0);
+  ASSERT_EQ(waitpid(child, nullptr, 0), child);
+  const auto abandoned = path + ".tmp." + std::to_string(child);
+  const auto live = path + ".tmp." + std::to_string(getppid());  // a writer still running
+  const auto unrelated = folder.file("other.ckpt.tmp.1");
+  for (const auto& file : {abandoned, live, unrelated}) std::ofstream(file) << "partial";
+
+  auto w = torch::ones({3});
+  downhill::build("sgd", {{"w", w}}, downhill::Options())->save_checkpoint(path);
+
+  EXPECT_FALSE(std::filesystem::exists(abandoned));
+  EXPECT_TRUE(std::filesystem::exists(live));
+  EXPECT_TRUE(std::filesystem::exists(unrelated));
+  EXPECT_TRUE(std::filesystem::exists(path));
+}
+
 TEST_F(Quiet, UnreadableOrTruncatedCheckpointIsARuntimeErrorNamingThePath) {
   TemporaryFolder folder("unreadable");
   const auto good = folder.file("good.ckpt");
