@@ -10,8 +10,11 @@
 #include <stdexcept>
 
 #include "atomic_file.h"
+#include "text.h"
 
 namespace downhill {
+
+using detail::shape_of;
 
 namespace {
 
@@ -20,12 +23,6 @@ constexpr const char* kFormat = "downhill-checkpoint-1";
 std::string key(const char* kind, size_t a) { return std::string(kind) + "_" + std::to_string(a); }
 std::string key(const char* kind, size_t a, size_t b) {
   return key(kind, a) + "_" + std::to_string(b);
-}
-
-std::string shape_of(const torch::Tensor& t) {
-  std::string out = "[";
-  for (int64_t d = 0; d < t.dim(); ++d) out += (d ? ", " : "") + std::to_string(t.size(d));
-  return out + "]";
 }
 
 torch::Tensor read_tensor(torch::serialize::InputArchive& archive, const std::string& name) {

@@ -3,15 +3,13 @@
 #include <stdexcept>
 #include <string>
 
+#include "text.h"
+
 namespace downhill {
 
-namespace {
+using detail::shape_of;
 
-std::string shape_of(const torch::Tensor& t) {
-  std::string out = "[";
-  for (int64_t d = 0; d < t.dim(); ++d) out += (d ? ", " : "") + std::to_string(t.size(d));
-  return out + "]";
-}
+namespace {
 
 std::string shapes_of(const Batch& arrays) {
   std::string out;

@@ -11,22 +11,15 @@
 #include <stdexcept>
 #include <unordered_set>
 
+#include "text.h"
 #include "update_stages.h"
 
 namespace downhill {
 
+using detail::describe;
+using detail::shape_of;
+
 namespace {
-
-std::string shape_of(const torch::Tensor& t) {
-  std::string out = "[";
-  for (int64_t d = 0; d < t.dim(); ++d) out += (d ? ", " : "") + std::to_string(t.size(d));
-  return out + "]";
-}
-
-std::string describe(const torch::Tensor& t) {
-  return shape_of(t) + " " + std::string(c10::toString(t.scalar_type())) + " on " +
-         t.device().str();
-}
 
 void check_params(const Params& params, bool needs_grad) {
   if (params.empty()) {

@@ -6,6 +6,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "text.h"
+
 namespace downhill {
 
 std::string_view to_string(HvMethod method) {
@@ -21,9 +23,7 @@ std::string_view to_string(HvMethod method) {
 }
 
 Options& Options::hv_method(std::string_view name) {
-  std::string lower(name);
-  std::transform(lower.begin(), lower.end(), lower.begin(),
-                 [](unsigned char c) { return std::tolower(c); });
+  const std::string lower = detail::to_lower(name);
   for (HvMethod m : {HvMethod::kRop, HvMethod::kLop, HvMethod::kGrad}) {
     if (lower == to_string(m)) return hv_method(m);
   }

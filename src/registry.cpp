@@ -7,17 +7,11 @@
 #include <stdexcept>
 
 #include "algorithms/builtin.h"
+#include "text.h"
 
 namespace downhill {
 
 namespace {
-
-std::string lower(std::string_view name) {
-  std::string out(name);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
 
 struct Registry {
   std::mutex mutex;
@@ -47,7 +41,7 @@ std::unique_ptr<Optimizer> build(std::string_view algo, Loss loss, Params params
   {
     auto& r = registry();
     std::lock_guard<std::mutex> lock(r.mutex);
-    auto it = r.factories.find(lower(algo));
+    auto it = r.factories.find(detail::to_lower(algo));
     if (it != r.factories.end()) factory = it->second;
   }
   if (!factory) {
@@ -69,8 +63,8 @@ void register_algorithm(std::string_view name, Factory factory) {
   }
   auto& r = registry();
   std::lock_guard<std::mutex> lock(r.mutex);
-  if (!r.factories.emplace(lower(name), std::move(factory)).second) {
-    throw std::invalid_argument("downhill: an algorithm named '" + lower(name) +
+  if (!r.factories.emplace(detail::to_lower(name), std::move(factory)).second) {
+    throw std::invalid_argument("downhill: an algorithm named '" + detail::to_lower(name) +
                                 "' is already registered");
   }
 }

@@ -1,0 +1,20 @@
+#pragma once
+// Text for error messages and name lookups, shared by the library's files.
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <string_view>
+
+namespace downhill::detail {
+
+/// "[3, 4]": a tensor's shape as error messages show it.
+std::string shape_of(const at::Tensor& tensor);
+
+/// "[3, 4] Float on cpu": shape, dtype and device.
+std::string describe(const at::Tensor& tensor);
+
+/// `text` in lower case (ASCII), for case-insensitive names.
+std::string to_lower(std::string_view text);
+
+}  // namespace downhill::detail
