@@ -176,7 +176,8 @@ bool Optimizer::apply(const std::vector<torch::Tensor>& grads,
 bool Optimizer::apply_checked(const std::vector<torch::Tensor>& grads,
                               const std::vector<torch::Tensor>& hvs, bool already_clipped) {
   // One reduction per gradient serves as both the non-finite check and the norm.
-  std::vector<double> norms(grads.size());
+  auto& norms = grad_norms_;  // a member, so that a step allocates nothing
+  norms.resize(grads.size());
   for (size_t i = 0; i < grads.size(); ++i) {
     const double sum = detail::sum_of_squares(grads[i]);
     const bool bad_grad = has_nonfinite(grads[i], sum);

@@ -157,6 +157,7 @@ class Optimizer {
   std::vector<std::vector<torch::Tensor>> state_;
   std::vector<torch::Tensor> velocity_;
   std::vector<torch::Tensor> best_;
+  std::vector<double> grad_norms_;
   int64_t update_count_ = 0;
   bool warned_unused_ = false;
   bool last_update_applied_ = true;
