@@ -277,8 +277,9 @@ Iteration Optimizer::iterate(Dataset& train, Dataset* valid) {
 }
 
 std::pair<Monitors, Monitors> Optimizer::minimize(Dataset& train, Dataset* valid) {
-  std::pair<Monitors, Monitors> last{Monitors(), loop_.last_validation};
+  std::pair<Monitors, Monitors> last;
   for (const auto& item : iterate(train, valid)) last = item;
+  // A run that yields no pass (resumed at its end) still reports its last validation.
   if (last.second.empty()) last.second = loop_.last_validation;
   return last;
 }
