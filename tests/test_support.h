@@ -31,6 +31,21 @@ std::string message_of(const std::function<void()>& action) {
   return {};
 }
 
+// Sets downhill's logger to `level` for the lifetime of the object, then puts the
+// previous level back, so that no test leaves the process-wide logger changed.
+class ScopedLogLevel {
+ public:
+  explicit ScopedLogLevel(spdlog::level::level_enum level) : saved_(downhill::logger()->level()) {
+    downhill::logger()->set_level(level);
+  }
+  ~ScopedLogLevel() { downhill::logger()->set_level(saved_); }
+  ScopedLogLevel(const ScopedLogLevel&) = delete;
+  ScopedLogLevel& operator=(const ScopedLogLevel&) = delete;
+
+ private:
+  spdlog::level::level_enum saved_;
+};
+
 // Routes downhill's log lines into a string for the lifetime of the object.
 class LogCapture {
  public:
