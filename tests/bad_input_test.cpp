@@ -25,8 +25,7 @@ using ::testing::HasSubstr;
 
 class BadInput : public ::testing::Test {
  protected:
-  void SetUp() override { downhill::logger()->set_level(spdlog::level::off); }
-  void TearDown() override { downhill::logger()->set_level(spdlog::level::info); }
+  downhill::testing::ScopedLogLevel quiet_{spdlog::level::off};
 };
 
 downhill::Loss squared_norm(torch::Tensor x) {

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <string>
 
+#include "test_support.h"
+
 namespace {
 
 constexpr int kMaxUpdates = 5000;
@@ -56,7 +58,7 @@ Run minimize_rosenbrock(const std::string& algo, const downhill::Options& option
 
 class Convergence : public testing::TestWithParam<ConvergenceCase> {
  protected:
-  void SetUp() override { downhill::logger()->set_level(spdlog::level::warn); }
+  downhill::testing::ScopedLogLevel warnings_only_{spdlog::level::warn};
 };
 
 TEST_P(Convergence, ReducesRosenbrockLossByNinetyNinePercent) {
@@ -93,7 +95,7 @@ INSTANTIATE_TEST_SUITE_P(
 // NAG with learning rate 1e-3, momentum 0.9 and gradients clipped to norm 1 reaches the
 // minimum (1, 1) to within 1e-2 (it takes about 1 250 updates).
 TEST(NagConvergence, ReachesTheMinimum) {
-  downhill::logger()->set_level(spdlog::level::warn);
+  downhill::testing::ScopedLogLevel warnings_only(spdlog::level::warn);
   const auto options = downhill::Options().learning_rate(1e-3).momentum(0.9).max_gradient_norm(1);
   const auto run = minimize_rosenbrock(
       "nag", options, [](double, double x, double y) { return std::hypot(x - 1, y - 1) <= 1e-2; });

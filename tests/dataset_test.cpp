@@ -6,16 +6,24 @@
 
 #include <algorithm>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "test_support.h"
+
 namespace {
 
+// Silences downhill's logger while the tests run and puts the previous level back after.
 class QuietLogs : public ::testing::Environment {
  public:
-  void SetUp() override { downhill::logger()->set_level(spdlog::level::off); }
+  void SetUp() override { quiet_.emplace(spdlog::level::off); }
+  void TearDown() override { quiet_.reset(); }
+
+ private:
+  std::optional<downhill::testing::ScopedLogLevel> quiet_;
 };
 [[maybe_unused]] const auto* const kQuietLogs = ::testing::AddGlobalTestEnvironment(new QuietLogs);
 

@@ -8,15 +8,23 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "test_support.h"
+
 namespace {
 
+// Silences downhill's logger while the tests run and puts the previous level back after.
 class QuietLogs : public ::testing::Environment {
  public:
-  void SetUp() override { downhill::logger()->set_level(spdlog::level::off); }
+  void SetUp() override { quiet_.emplace(spdlog::level::off); }
+  void TearDown() override { quiet_.reset(); }
+
+ private:
+  std::optional<downhill::testing::ScopedLogLevel> quiet_;
 };
 [[maybe_unused]] const auto* const kQuietLogs = ::testing::AddGlobalTestEnvironment(new QuietLogs);
 
@@ -314,17 +322,20 @@ TEST(Loop, GradMonitorIsTheL2NormOfTheRawGradient) {
   // The step was clipped: w moved by 0.1 · (2, 2, 4)/√24.
   EXPECT_NEAR(w[2].item<double>(), 3.0 - 0.1 * 4 / std::sqrt(24.0), 1e-12);
 
-  // Through the loop: the first pass reports the gradient at the start of its
-  // only step, after the step above. 2(w − t) there:
+  // Through the loop (max_updates 1: exactly one item): the first pass reports
+  // the gradient at the start of its only step, after the step above. 2(w − t) there:
   const double g0 = 2 * (1.0 - 0.1 * 2 / std::sqrt(24.0) - 0.0);
   const double g1 = 2 * (2.0 - 0.1 * 2 / std::sqrt(24.0) - 1.0);
   const double g2 = 2 * (3.0 - 0.1 * 4 / std::sqrt(24.0) - 1.0);
   downhill::Dataset none{downhill::Batch{}};
+  int items = 0;
   for (const auto& [training, validation] : opt->iterate(none)) {
+    ++items;
     EXPECT_NEAR(training.at("grad(w)"), std::sqrt(g0 * g0 + g1 * g1 + g2 * g2), 1e-12);
     EXPECT_NEAR(training.at("grad(b)"), expected_b, 1e-12);
     EXPECT_FALSE(validation.contains("grad(w)"));  // validation computes no gradients
   }
+  EXPECT_EQ(items, 1);
 
   auto quiet = downhill::build("sgd", loss, {{"w", w}, {"b", b}}, downhill::Options());
   EXPECT_FALSE(quiet->step({}).contains("grad(w)"));
@@ -404,12 +415,14 @@ TEST_F(MinimizeSources, Generator) {
     ++valid_calls;
     return downhill::Batch{valid_values};
   };
-  auto settings = options().train_batches(2).valid_batches(3).validate_every(1);
+  // A patience longer than the run, so that it ends at max_updates (300 passes)
+  // rather than whenever rounding stops the validation loss from falling.
+  auto settings = options().train_batches(2).valid_batches(3).validate_every(1).patience(1000);
   expect_converged(downhill::minimize(loss(), {{"m", m}}, train, valid, settings), valid_variance);
-  // Every pass calls the training generator twice, every validation the other three times.
-  EXPECT_GT(train_calls, 0);
-  EXPECT_EQ(train_calls % 2, 0);
-  EXPECT_EQ(valid_calls, 3 * (train_calls / 2 + 1));
+  // 300 passes of 2 training batches; a validation of 3 batches before each pass
+  // (validate_every 1: passes 0..299), and none after the last.
+  EXPECT_EQ(train_calls, 300 * 2);
+  EXPECT_EQ(valid_calls, 300 * 3);
 }
 
 TEST_F(MinimizeSources, MixedKinds) {

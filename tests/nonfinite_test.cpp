@@ -18,6 +18,7 @@
 namespace {
 
 using downhill::testing::LogCapture;
+using downhill::testing::ScopedLogLevel;
 
 using ::testing::AllOf;
 using ::testing::HasSubstr;
@@ -137,7 +138,7 @@ INSTANTIATE_TEST_SUITE_P(EveryAlgorithm, NonFiniteStep,
                                            "esgd", "adam"));
 
 TEST(NonFiniteApply, NaNOrInfiniteGradientReturnsFalseAndChangesNothing) {
-  downhill::logger()->set_level(spdlog::level::off);
+  ScopedLogLevel quiet(spdlog::level::off);
   for (const char* algo : {"sgd", "rmsprop", "adam", "rprop"}) {
     SCOPED_TRACE(algo);
     auto a = torch::ones({5});
@@ -157,11 +158,10 @@ TEST(NonFiniteApply, NaNOrInfiniteGradientReturnsFalseAndChangesNothing) {
       EXPECT_EQ(opt->update_count(), 1);
     }
   }
-  downhill::logger()->set_level(spdlog::level::info);
 }
 
 TEST(NonFiniteApply, NaNHessianVectorProductIsSkippedByEsgd) {
-  downhill::logger()->set_level(spdlog::level::off);
+  ScopedLogLevel quiet(spdlog::level::off);
   auto a = torch::ones({3});
   auto opt = downhill::build("esgd", {{"a", a}}, downhill::Options().learning_rate(0.1));
   ASSERT_TRUE(opt->apply({torch::ones({3})}, {torch::ones({3})}));
@@ -171,11 +171,10 @@ TEST(NonFiniteApply, NaNHessianVectorProductIsSkippedByEsgd) {
   expect_bit_identical(params_before, {a}, "parameter");
   expect_bit_identical(state_before, state_snapshot(*opt), "state tensor");
   EXPECT_EQ(opt->update_count(), 1);
-  downhill::logger()->set_level(spdlog::level::info);
 }
 
 TEST(NonFiniteApply, HugeButFiniteGradientIsNotMistakenForANonFiniteOne) {
-  downhill::logger()->set_level(spdlog::level::off);
+  ScopedLogLevel quiet(spdlog::level::off);
   // Squaring 1e200 overflows a double, but the gradient itself is finite.
   const auto huge = torch::full({4}, 1e200, torch::kDouble);
   auto a = torch::zeros({4}, torch::kDouble);
@@ -190,7 +189,6 @@ TEST(NonFiniteApply, HugeButFiniteGradientIsNotMistakenForANonFiniteOne) {
                                  downhill::Options().learning_rate(0.1).max_gradient_norm(1));
   EXPECT_TRUE(clipped->apply({huge}));
   EXPECT_TRUE(torch::allclose(b, torch::full({4}, -0.05, torch::kDouble)));
-  downhill::logger()->set_level(spdlog::level::info);
 }
 
 // A training dataset whose k-th batch (counting from 1 over the whole run) is bad
@@ -213,7 +211,7 @@ double skipped_of(const downhill::Monitors& monitors) {
 }
 
 TEST(NonFiniteLoop, EachPassCountsItsSkippedUpdates) {
-  downhill::logger()->set_level(spdlog::level::off);
+  ScopedLogLevel quiet(spdlog::level::off);
   Problem problem;
   int calls = 0;
   // Passes of 5 batches: pass 1 has two bad batches, pass 2 none, pass 3 three.
@@ -228,7 +226,6 @@ TEST(NonFiniteLoop, EachPassCountsItsSkippedUpdates) {
   }
   EXPECT_EQ(skipped, (std::vector<double>{2, 0, 3, 0}));
   EXPECT_EQ(opt->update_count(), 20 - 5);
-  downhill::logger()->set_level(spdlog::level::info);
 }
 
 TEST(NonFiniteLoop, TooManyConsecutiveSkipsRestoreTheBestAndThrowSayingHowManyAndWhere) {
@@ -256,19 +253,22 @@ TEST(NonFiniteLoop, TooManyConsecutiveSkipsRestoreTheBestAndThrowSayingHowManyAn
     FAIL() << "no DivergenceError";
   } catch (const downhill::DivergenceError& e) {
     EXPECT_EQ(e.skipped_updates(), 3);
-    EXPECT_THAT(std::string(e.what()), AllOf(HasSubstr("3 consecutive"), HasSubstr("pass 2"),
-                                             HasSubstr("batch 4"), HasSubstr("non-finite")));
+    EXPECT_THAT(
+        std::string(e.what()),
+        AllOf(HasSubstr("RMSProp diverged"), HasSubstr("3 consecutive updates skipped"),
+              HasSubstr("pass 2, batch 4"), HasSubstr("non-finite gradient for parameter 'a'"),
+              HasSubstr("best parameters were restored")));
   }
   EXPECT_EQ(passes, 1);
   EXPECT_EQ(calls, 9);  // stopped at once
   expect_bit_identical(initial, problem.params().tensors(), "restored best");
   EXPECT_EQ(opt->update_count(), 6);
   EXPECT_EQ(log.warnings_with("update skipped"), 3) << log.text();
-  EXPECT_THAT(log.text(), HasSubstr("diverged"));
+  EXPECT_THAT(log.text(), HasSubstr("RMSProp diverged: 3 consecutive updates skipped"));
 }
 
 TEST(NonFiniteLoop, ConsecutiveSkipsAreCountedAcrossPasses) {
-  downhill::logger()->set_level(spdlog::level::off);
+  ScopedLogLevel quiet(spdlog::level::off);
   Problem problem;
   int calls = 0;
   auto train = scheduled_data({5, 6}, calls, 5);  // last of pass 1, first of pass 2
@@ -280,13 +280,14 @@ TEST(NonFiniteLoop, ConsecutiveSkipsAreCountedAcrossPasses) {
     FAIL() << "no DivergenceError";
   } catch (const downhill::DivergenceError& e) {
     EXPECT_EQ(e.skipped_updates(), 2);
-    EXPECT_THAT(std::string(e.what()), AllOf(HasSubstr("pass 2"), HasSubstr("batch 1")));
+    EXPECT_THAT(std::string(e.what()),
+                AllOf(HasSubstr("2 consecutive updates skipped"), HasSubstr("pass 2, batch 1")));
   }
-  downhill::logger()->set_level(spdlog::level::info);
+  EXPECT_EQ(calls, 6);  // stopped at the second bad batch, the first of pass 2
 }
 
 TEST(NonFiniteLoop, NonConsecutiveSkipsDoNotEndTheRun) {
-  downhill::logger()->set_level(spdlog::level::off);
+  ScopedLogLevel quiet(spdlog::level::off);
   Problem problem;
   int calls = 0;
   std::set<int> every_other;
@@ -305,11 +306,10 @@ TEST(NonFiniteLoop, NonConsecutiveSkipsDoNotEndTheRun) {
   // Passes of 5 batches alternate 2 and 3 bad ones (2,4 | 6,8,10 | 12,14 | ...).
   EXPECT_EQ(skipped, (std::vector<double>{2, 3, 2, 3, 2, 3, 2, 3}));
   EXPECT_EQ(opt->update_count(), 20);
-  downhill::logger()->set_level(spdlog::level::info);
 }
 
 TEST(NonFiniteLoop, MaxNonfiniteOfOneStopsAtTheFirstSkip) {
-  downhill::logger()->set_level(spdlog::level::off);
+  ScopedLogLevel quiet(spdlog::level::off);
   Problem problem;
   int calls = 0;
   auto train = scheduled_data({3}, calls, 5);
@@ -318,7 +318,6 @@ TEST(NonFiniteLoop, MaxNonfiniteOfOneStopsAtTheFirstSkip) {
                              downhill::Options().learning_rate(0.01).max_nonfinite(1));
   EXPECT_THROW(opt->minimize(train, &valid), downhill::DivergenceError);
   EXPECT_EQ(calls, 3);
-  downhill::logger()->set_level(spdlog::level::info);
 }
 
 }  // namespace

@@ -9,6 +9,8 @@
 #include <thread>
 #include <vector>
 
+#include "test_support.h"
+
 namespace {
 
 // A factorization problem of its own: parameters, fixed data, a loss with a monitor.
@@ -81,7 +83,7 @@ void expect_identical(const Trace& expected, const Trace& actual, const std::str
 }
 
 TEST(Threads, TwoOptimizersAtOnceMatchRunningThemOneAfterTheOther) {
-  downhill::logger()->set_level(spdlog::level::off);
+  downhill::testing::ScopedLogLevel quiet(spdlog::level::off);
   Factorization adam_alone(1), rmsprop_alone(2);
   const Trace adam_sequential = run("adam", adam_alone);
   const Trace rmsprop_sequential = run("rmsprop", rmsprop_alone);
@@ -100,7 +102,6 @@ TEST(Threads, TwoOptimizersAtOnceMatchRunningThemOneAfterTheOther) {
     expect_identical(rmsprop_sequential, rmsprop_concurrent,
                      "RMSProp, repeat " + std::to_string(repeat));
   }
-  downhill::logger()->set_level(spdlog::level::info);
 }
 
 }  // namespace
