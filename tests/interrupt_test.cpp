@@ -56,7 +56,10 @@ struct InterruptedRun {
         const double value = script.at(validations++);
         return x.sum() * 0 + value;
       }
-      if (++steps == interrupt_at) std::raise(SIGINT);
+      if (++steps == interrupt_at) {
+        for (int k = 0; k < raises; ++k) std::raise(SIGINT);
+        handler_calls_after_raising = custom_handler_calls;
+      }
       return x.sum();
     };
   }
@@ -64,6 +67,8 @@ struct InterruptedRun {
   torch::Tensor x = torch::zeros({1}, torch::dtype(torch::kFloat64).requires_grad(true));
   std::vector<double> script;
   int64_t interrupt_at;
+  int raises = 1;  // SIGINTs raised during step `interrupt_at`
+  int handler_calls_after_raising = -1;
   int64_t steps = 0;
   size_t validations = 0;
 };
@@ -137,6 +142,46 @@ TEST(Interrupt, AnInterruptDoesNotCarryOverToTheNextRun) {
   downhill::minimize(second.loss(), {{"x", second.x}}, train, valid, loop_options().max_updates(4));
   EXPECT_EQ(second.steps, 12);
   EXPECT_EQ(custom_handler_calls, 0);
+  EXPECT_TRUE(CustomHandler::installed());
+}
+
+// docs/guide.md: "A second Ctrl-C during the same loop goes to the previous handler".
+// Both come during step 8; the previous handler (ours, standing in for the default one
+// that would end the program) must see the second at once, and downhill still ends the
+// loop as for one Ctrl-C.
+TEST(Interrupt, ASecondCtrlCGoesToThePreviousHandler) {
+  CustomHandler handler;
+  InterruptedRun run(kScript, kInterruptAt);
+  run.raises = 2;
+  downhill::Dataset train(downhill::Batch{}, downhill::DatasetOptions().iteration_size(3));
+  downhill::Dataset valid{downhill::Batch{}};
+  downhill::minimize(run.loss(), {{"x", run.x}}, train, valid, loop_options());
+
+  EXPECT_EQ(run.handler_calls_after_raising, 1);  // the first to downhill, the second to us
+  EXPECT_EQ(custom_handler_calls, 1);
+  EXPECT_EQ(run.steps, kInterruptAt);  // the first Ctrl-C still ended the loop there
+  EXPECT_DOUBLE_EQ(run.x.item<double>(), kBestX);
+  EXPECT_TRUE(CustomHandler::installed());
+  std::raise(SIGINT);
+  EXPECT_EQ(custom_handler_calls, 2);
+}
+
+// Three Ctrl-C in one step: the second and the third both reach the previous handler.
+TEST(Interrupt, EveryCtrlCAfterTheFirstGoesToThePreviousHandler) {
+  CustomHandler handler;
+  InterruptedRun run(kScript, kInterruptAt);
+  run.raises = 3;
+  auto opt = downhill::build("sgd", run.loss(), {{"x", run.x}}, loop_options());
+  downhill::Dataset train(downhill::Batch{}, downhill::DatasetOptions().iteration_size(3));
+  downhill::Dataset valid{downhill::Batch{}};
+  int items = 0;
+  for (const auto& item : opt->iterate(train, &valid)) {
+    (void)item;
+    ++items;
+  }
+  EXPECT_EQ(items, 2);
+  EXPECT_EQ(run.handler_calls_after_raising, 2);
+  EXPECT_EQ(custom_handler_calls, 2);
   EXPECT_TRUE(CustomHandler::installed());
 }
 

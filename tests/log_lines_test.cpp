@@ -1,0 +1,204 @@
+// The content of the loop's log lines (docs/guide.md, "Logging"): the settings, one line per
+// validation ("*" when it improved), one per pass ("ALGO N monitors"), "patience elapsed!",
+// "interrupted!", and the line listing the parameters minimize() found.
+#include <downhill/downhill.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <csignal>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "test_support.h"
+
+namespace {
+
+using downhill::testing::LogCapture;
+
+constexpr size_t kSettingCount = 28;  // the settings of options.h
+
+// The captured lines ("LEVEL message"), split into the "setting ..." lines and the others.
+struct Lines {
+  std::vector<std::string> settings;
+  std::vector<std::string> others;
+};
+
+Lines split(const std::string& text) {
+  Lines out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    (line.rfind("info setting ", 0) == 0 ? out.settings : out.others).push_back(line);
+  }
+  return out;
+}
+
+bool contains(const std::vector<std::string>& lines, const std::string& line) {
+  return std::find(lines.begin(), lines.end(), line) != lines.end();
+}
+
+// Training sees the loss x with a monitor "half" = x/2; SGD at rate 1 lowers x by
+// exactly 1 per step, so a pass's line reports x = −(steps before it). Validation
+// (no gradients) reports the next value v of the script, and half = v/2.
+struct ScriptedRun {
+  explicit ScriptedRun(std::vector<double> script) : script(std::move(script)) {}
+
+  downhill::Loss loss() {
+    return [this](const downhill::Batch&) -> downhill::Evaluation {
+      if (!torch::GradMode::is_enabled()) {
+        const double value = script.at(validations++);
+        return {x.sum() * 0 + value, {{"half", x.sum() * 0 + value / 2}}};
+      }
+      if (++steps == interrupt_at) std::raise(SIGINT);
+      return {x.sum(), {{"half", x.sum() / 2}}};
+    };
+  }
+
+  torch::Tensor x = torch::zeros({1}, torch::dtype(torch::kFloat64).requires_grad(true));
+  std::vector<double> script;
+  int64_t interrupt_at = -1;
+  int64_t steps = 0;
+  size_t validations = 0;
+};
+
+TEST(LogLines, ValidationPassAndPatienceLines) {
+  // Validations at passes 0..3 score 5, 3, 4, 4: the first two improve; with patience 1
+  // the fourth is the second without improvement, and the loop stops before pass 4.
+  ScriptedRun run({5.0, 3.0, 4.0, 4.0});
+  auto opt = downhill::build(
+      "sgd", run.loss(), {{"x", run.x}},
+      downhill::Options().learning_rate(1.0).validate_every(1).patience(1).max_updates(100));
+  downhill::Dataset train{downhill::Batch{}};
+  LogCapture capture;
+  opt->minimize(train);
+  const auto lines = split(capture.text());
+
+  EXPECT_EQ(lines.settings.size(), kSettingCount);
+  EXPECT_TRUE(contains(lines.settings, "info setting learning_rate = 1"));
+  EXPECT_TRUE(contains(lines.settings, "info setting patience = 1"));
+  EXPECT_TRUE(contains(lines.settings, "info setting max_updates = 100"));
+  EXPECT_EQ(capture.text().rfind("info setting ", 0), 0u);  // the settings come first
+  EXPECT_EQ(lines.others, (std::vector<std::string>{
+                              "info validation 1 loss=5.000000 half=2.500000 *",
+                              "info SGD 1 loss=0.000000 half=0.000000",
+                              "info validation 2 loss=3.000000 half=1.500000 *",
+                              "info SGD 2 loss=-1.000000 half=-0.500000",
+                              "info validation 3 loss=4.000000 half=2.000000",
+                              "info SGD 3 loss=-2.000000 half=-1.000000",
+                              "info validation 4 loss=4.000000 half=2.000000",
+                              "info patience elapsed!",
+                          }));
+  EXPECT_EQ(run.steps, 3);
+}
+
+TEST(LogLines, AWorseValidationHasNoStarAndAnEqualOneNeither) {
+  // 2, 2.5 (worse), 2 (equal to the best: not an improvement), 1 (better).
+  ScriptedRun run({2.0, 2.5, 2.0, 1.0});
+  auto opt = downhill::build(
+      "sgd", run.loss(), {{"x", run.x}},
+      downhill::Options().learning_rate(1.0).validate_every(2).patience(5).max_updates(7));
+  downhill::Dataset train{downhill::Batch{}};
+  LogCapture capture;
+  opt->minimize(train);
+  const auto lines = split(capture.text());
+  // validate_every 2: validations before passes 1, 3, 5, 7; max_updates 7 ends it
+  // after pass 7 with no fifth validation.
+  EXPECT_EQ(lines.others, (std::vector<std::string>{
+                              "info validation 1 loss=2.000000 half=1.000000 *",
+                              "info SGD 1 loss=0.000000 half=0.000000",
+                              "info SGD 2 loss=-1.000000 half=-0.500000",
+                              "info validation 2 loss=2.500000 half=1.250000",
+                              "info SGD 3 loss=-2.000000 half=-1.000000",
+                              "info SGD 4 loss=-3.000000 half=-1.500000",
+                              "info validation 3 loss=2.000000 half=1.000000",
+                              "info SGD 5 loss=-4.000000 half=-2.000000",
+                              "info SGD 6 loss=-5.000000 half=-2.500000",
+                              "info validation 4 loss=1.000000 half=0.500000 *",
+                              "info SGD 7 loss=-6.000000 half=-3.000000",
+                          }));
+}
+
+volatile std::sig_atomic_t fallback_calls = 0;
+extern "C" void count_fallback(int) { fallback_calls = fallback_calls + 1; }
+
+TEST(LogLines, InterruptedLine) {
+  // A handler of our own, so that a loop that failed to catch the SIGINT would not
+  // end the test program; put back afterwards.
+  fallback_calls = 0;
+  struct sigaction action {
+  }, saved{};
+  action.sa_handler = count_fallback;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, &saved);
+
+  ScriptedRun run({5.0, 3.0, 9.0});
+  run.interrupt_at = 2;  // during the only step of pass 2
+  auto opt = downhill::build(
+      "sgd", run.loss(), {{"x", run.x}},
+      downhill::Options().learning_rate(1.0).validate_every(1).patience(5).max_updates(100));
+  downhill::Dataset train{downhill::Batch{}};
+  {
+    LogCapture capture;
+    opt->minimize(train);
+    const auto lines = split(capture.text());
+    // The interrupted pass gets no line of its own.
+    EXPECT_EQ(lines.others, (std::vector<std::string>{
+                                "info validation 1 loss=5.000000 half=2.500000 *",
+                                "info SGD 1 loss=0.000000 half=0.000000",
+                                "info validation 2 loss=3.000000 half=1.500000 *",
+                                "info interrupted!",
+                            }));
+  }
+  EXPECT_EQ(fallback_calls, 0);
+  EXPECT_DOUBLE_EQ(run.x.item<double>(), -1.0);  // the best, after one step
+  sigaction(SIGINT, &saved, nullptr);
+}
+
+TEST(LogLines, EachPassLineNamesTheAlgorithm) {
+  // The first pass reports the loss before its only step: (0.5 − 2)² = 2.25 whatever the
+  // algorithm does with the gradient.
+  const std::vector<std::pair<std::string, std::string>> algorithms = {
+      {"sgd", "SGD"}, {"rmsprop", "RMSProp"}, {"adam", "Adam"}};
+  for (const auto& [algo, display] : algorithms) {
+    auto x = torch::full({1}, 0.5, torch::dtype(torch::kFloat64).requires_grad(true));
+    auto loss = [&](const downhill::Batch&) -> downhill::Evaluation {
+      return (x - 2).square().sum();
+    };
+    LogCapture capture;
+    downhill::minimize(loss, {{"x", x}}, downhill::Batch{},
+                       downhill::Options().algo(algo).learning_rate(0.1).max_updates(1));
+    const auto lines = split(capture.text());
+    EXPECT_EQ(lines.settings.size(), kSettingCount) << algo;
+    EXPECT_TRUE(contains(lines.settings, "info setting algo = " + algo)) << algo;
+    EXPECT_EQ(lines.others, (std::vector<std::string>{"info validation 1 loss=2.250000 *",
+                                                      "info " + display + " 1 loss=2.250000"}))
+        << algo;
+  }
+}
+
+TEST(LogLines, MinimizeWithoutParamsListsTheOnesItFound) {
+  auto a = torch::ones({2}, torch::dtype(torch::kFloat64).requires_grad(true));
+  auto b = torch::full({1}, 3.0, torch::dtype(torch::kFloat64).requires_grad(true));
+  auto c = torch::ones({1}, torch::kFloat64);  // not a parameter: no grad
+  auto loss = [&](const downhill::Batch&) -> downhill::Evaluation {
+    return (a * 2).sum() + (b * c).sum();  // 4 + 3 = 7 at the start
+  };
+  LogCapture capture;
+  downhill::minimize(loss, downhill::Batch{},
+                     downhill::Options().algo("sgd").learning_rate(0.5).max_updates(1));
+  const auto lines = split(capture.text());
+  ASSERT_FALSE(lines.others.empty());
+  // Logged before the loop starts, then the loop's own lines.
+  EXPECT_EQ(lines.others, (std::vector<std::string>{
+                              "info found 2 parameters in the loss: unnamed0, unnamed1",
+                              "info validation 1 loss=7.000000 *",
+                              "info SGD 1 loss=7.000000",
+                          }));
+  EXPECT_EQ(capture.text().rfind("info found 2 parameters", 0), 0u);
+}
+
+}  // namespace
