@@ -15,6 +15,7 @@
 #include <string>
 
 #include "checkpoint_problem.h"
+#include "test_support.h"
 
 int main(int argc, char** argv) {
   if (argc != 3) {
@@ -23,7 +24,7 @@ int main(int argc, char** argv) {
   }
   const std::string path = argv[1];
   const long long first = std::atoll(argv[2]);
-  downhill::logger()->set_level(spdlog::level::off);
+  const downhill::testing::ScopedLogLevel quiet(spdlog::level::off);
   auto param = torch::zeros({kill_test::kElements});
   auto opt = kill_test::make_optimizer(param);
   torch::NoGradGuard no_grad;
