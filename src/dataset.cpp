@@ -1,5 +1,7 @@
+#include <ATen/ATen.h>
 #include <downhill/dataset.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -81,7 +83,9 @@ Dataset::Dataset(Batch arrays, DatasetOptions options) : options_(std::move(opti
     }
     slices_.push_back(std::move(slice));
   }
-  order_.resize(slices_.size());
+  // Per-sample shuffling permutes samples, not slices; the slices still count batches.
+  if (options_.shuffle() && options_.shuffle_samples()) arrays_ = std::move(arrays);
+  order_.resize(gathers() ? static_cast<size_t>(length) : slices_.size());
   for (size_t i = 0; i < order_.size(); ++i) order_[i] = static_cast<int64_t>(i);
   iteration_size_ = options_.iteration_size().value_or(slice_count());
   reshuffle();
@@ -108,14 +112,17 @@ void Dataset::restore_position(std::vector<int64_t> order, int64_t position) {
     permutation = order[i] >= 0 && order[i] < n && !seen[order[i]];
     if (permutation) seen[order[i]] = true;
   }
-  if (!permutation || position < 0 || (n > 0 && position >= n)) {
-    throw std::invalid_argument("downhill: dataset '" + name() + "' has " + std::to_string(n) +
-                                " slices; the saved order (" + std::to_string(order.size()) +
-                                " entries) or position (" + std::to_string(position) +
-                                ") does not fit it");
+  if (!permutation || position < 0 || (n > 0 && position >= std::max<int64_t>(1, slice_count()))) {
+    throw std::invalid_argument(
+        "downhill: dataset '" + name() + "' has " + std::to_string(n) +
+        (gathers() ? " samples in " + std::to_string(slice_count()) + " batches" : " slices") +
+        "; the saved order (" + std::to_string(order.size()) + " entries) or position (" +
+        std::to_string(position) + ") does not fit it");
   }
   order_ = std::move(order);
   position_ = position;
+  peeked_.reset();
+  if (gathers()) sample_order_ = torch::tensor(order_, torch::TensorOptions().dtype(torch::kLong));
 }
 
 void Dataset::reshuffle() {
@@ -127,6 +134,35 @@ void Dataset::reshuffle() {
           : torch::randperm(n, torch::TensorOptions().dtype(torch::kLong));
   const auto* values = permutation.data_ptr<int64_t>();
   order_.assign(values, values + n);
+  if (gathers()) sample_order_ = permutation;
+}
+
+Batch Dataset::gather(int64_t batch_index) {
+  const auto samples = static_cast<int64_t>(order_.size());
+  const int64_t batch = options_.batch_size() <= 0 ? samples : options_.batch_size();
+  const int64_t start = batch_index * batch;
+  const int64_t size = std::min(batch, samples - start);
+  const auto indices = sample_order_.narrow(0, start, size);
+  // Buffers for full batches and for the shorter last one.
+  gather_buffers_.resize(2);
+  auto& buffers = gather_buffers_[size == batch ? 0 : 1];
+  buffers.resize(arrays_.size());
+  Batch out;
+  out.reserve(arrays_.size());
+  for (size_t i = 0; i < arrays_.size(); ++i) {
+    const auto& array = arrays_[i];
+    const int64_t axis = options_.axis() < 0 ? options_.axis() + array.dim() : options_.axis();
+    auto& buffer = buffers[i];
+    // Reuse the buffer only when nobody else holds it (nor a view of it): a batch the
+    // caller kept must never change under them.
+    if (buffer.defined() && buffer.use_count() == 1 && buffer.storage().use_count() == 1) {
+      at::index_select_out(buffer, array, axis, indices);
+    } else {
+      buffer = at::index_select(array, axis, indices);
+    }
+    out.push_back(buffer);
+  }
+  return out;
 }
 
 void Dataset::check_generated(const Batch& batch) {
@@ -150,6 +186,8 @@ const Batch& Dataset::peek() {
       Batch batch = generator_();
       check_generated(batch);
       peeked_ = std::move(batch);
+    } else if (gathers()) {
+      peeked_ = gather(position_);
     } else {
       return slices_[order_[position_]];
     }
@@ -168,8 +206,14 @@ Batch Dataset::next() {
     check_generated(batch);
     return batch;
   }
-  Batch batch = slices_[order_[position_]];
-  if (++position_ == static_cast<int64_t>(order_.size())) {
+  Batch batch;
+  if (peeked_) {
+    batch = std::move(*peeked_);
+    peeked_.reset();
+  } else {
+    batch = gathers() ? gather(position_) : slices_[order_[position_]];
+  }
+  if (++position_ == slice_count()) {
     position_ = 0;
     reshuffle();
   }

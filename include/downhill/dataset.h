@@ -47,6 +47,15 @@ class DatasetOptions {
     return *this;
   }
   bool shuffle() const noexcept { return shuffle_; }
+  /// With shuffle(true), draw a fresh permutation of the samples at construction and at
+  /// each wrap-around, and gather each batch from it (as PyTorch's
+  /// `DataLoader(shuffle=true)`), instead of shuffling the order of fixed contiguous
+  /// slices. Batches are then copies, not views. Default false (downhill's slices).
+  DatasetOptions& shuffle_samples(bool value) {
+    shuffle_samples_ = value;
+    return *this;
+  }
+  bool shuffle_samples() const noexcept { return shuffle_samples_; }
   /// Generator for the shuffling. Default: LibTorch's global generator.
   DatasetOptions& generator(torch::Generator value) {
     generator_ = std::move(value);
@@ -60,6 +69,7 @@ class DatasetOptions {
   std::optional<int64_t> iteration_size_;
   int64_t axis_ = 0;
   bool shuffle_ = true;
+  bool shuffle_samples_ = false;
   std::optional<torch::Generator> generator_;
 };
 
@@ -83,15 +93,19 @@ class Dataset {
   const DatasetOptions& options() const noexcept { return options_; }
   /// Batches in one pass.
   int64_t iteration_size() const noexcept { return iteration_size_; }
-  /// Number of slices (tensor datasets; 1 for a dataset of no tensors, 0 for a generator).
+  /// Number of slices, i.e. batches in one round of the data (tensor datasets; 1 for a
+  /// dataset of no tensors, 0 for a generator).
   int64_t slice_count() const noexcept { return static_cast<int64_t>(slices_.size()); }
-  /// The current slice order, as indices into the slices.
+  /// The current order: indices into the slices, or, with shuffle_samples, into the
+  /// samples (batch k holds samples order()[k·batch_size, (k+1)·batch_size)).
   const std::vector<int64_t>& order() const noexcept { return order_; }
-  /// Position of the next batch in order() (tensor datasets).
+  /// Index of the next batch in this round of the data, in [0, slice_count()) (tensor
+  /// datasets).
   int64_t position() const noexcept { return position_; }
 
   /// Puts the dataset where a checkpoint found it: `order` must be a permutation of
-  /// the slices and `position` an index into it. Throws std::invalid_argument otherwise.
+  /// the slices (of the samples, with shuffle_samples) and `position` the index of a
+  /// batch. Throws std::invalid_argument, changing nothing, otherwise.
   void restore_position(std::vector<int64_t> order, int64_t position);
 
   /// The next batch, wrapping around (and reshuffling) at the end.
@@ -105,9 +119,16 @@ class Dataset {
  private:
   void reshuffle();
   void check_generated(const Batch& batch);
+  bool gathers() const noexcept { return !arrays_.empty(); }
+  Batch gather(int64_t batch_index);
 
   DatasetOptions options_;
   std::vector<Batch> slices_;
+  // With shuffle_samples: the whole tensors, the sample order as a tensor (for
+  // index_select), and one reusable output buffer per tensor and batch length.
+  Batch arrays_;
+  torch::Tensor sample_order_;
+  std::vector<Batch> gather_buffers_;
   std::function<Batch()> generator_;
   std::optional<Batch> peeked_;
   int64_t generated_arity_ = -1;
