@@ -124,10 +124,20 @@ struct Iteration::Impl {
   }
   void finish(bool restore) {
     checkpoint();  // the run as it stands, before the best parameters come back
-    if (restore) optimizer.restore_best();
+    if (restore) restore_best();
     interrupt.reset();
     done = true;
   }
+  void restore_best() {
+    if (optimizer.loop_.best_validation == 0) {
+      log->warn("no validation of this run was finite; the parameters are left as they are");
+      return;
+    }
+    optimizer.restore_best();
+  }
+  // Evaluates the validation data and keeps the parameters when they are the best so far.
+  // Returns whether they were.
+  bool validate();
   Monitors train_pass();
 
   Optimizer& optimizer;
@@ -186,6 +196,33 @@ Monitors Iteration::Impl::train_pass() {
   return out;
 }
 
+bool Iteration::Impl::validate() {
+  auto& loop = optimizer.loop_;
+  const Monitors validation = optimizer.evaluate(valid ? *valid : train);
+  ++loop.validations;
+  const double value = validation.at("loss");
+  // A non-finite loss never improves nor stands as the best; until a finite one is seen
+  // (best_validation 0), any finite loss improves.
+  const bool improved =
+      std::isfinite(value) &&
+      (loop.best_validation == 0 ||
+       loop.best_loss - value > std::abs(loop.best_loss) * optimizer.options().min_improvement());
+  if (improved) {
+    loop.best_loss = value;
+    loop.best_validation = loop.validations;
+    optimizer.keep_best();
+  }
+  loop.last_validation = validation;
+  if (!std::isfinite(value)) {
+    log->warn("validation {} loss is {}; it does not count as an improvement", loop.validations,
+              value);
+  }
+  if (log->should_log(spdlog::level::info)) {  // formatting monitors costs more than a tiny step
+    log->info("validation {} {}{}", loop.validations, validation.to_string(), improved ? " *" : "");
+  }
+  return improved;
+}
+
 bool Iteration::Impl::advance() {
   if (done) return false;
   auto& loop = optimizer.loop_;
@@ -197,26 +234,18 @@ bool Iteration::Impl::advance() {
     for (const auto& [name, value] : options.settings()) log->info("setting {} = {}", name, value);
   }
   if (options.max_updates() && loop.passes >= *options.max_updates()) {
-    finish(true);
+    // Validations run before a pass, so the final parameters were never validated:
+    // validate once more, so that the best can be them. The checkpoint is written first,
+    // so that a resumed run continues the run as it stood.
+    checkpoint();
+    validate();
+    restore_best();
+    interrupt.reset();
+    done = true;
     return false;
   }
   if (loop.passes % options.validate_every() == 0) {
-    const Monitors validation = optimizer.evaluate(valid ? *valid : train);
-    ++loop.validations;
-    const double value = validation.at("loss");
-    const bool improved =
-        loop.validations == 1 ||
-        loop.best_loss - value > std::abs(loop.best_loss) * options.min_improvement();
-    if (improved) {
-      loop.best_loss = value;
-      loop.best_validation = loop.validations;
-      optimizer.keep_best();
-    }
-    loop.last_validation = validation;
-    if (log->should_log(spdlog::level::info)) {  // formatting monitors costs more than a tiny step
-      log->info("validation {} {}{}", loop.validations, validation.to_string(),
-                improved ? " *" : "");
-    }
+    validate();
     if (loop.validations - loop.best_validation > options.patience()) {
       log->info("patience elapsed!");
       finish(true);
