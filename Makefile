@@ -6,7 +6,7 @@ CMAKE_FLAGS ?=
 # Lets ccache share compiled objects between clones in different folders.
 export CCACHE_BASEDIR := $(CURDIR)
 
-.PHONY: all deps configure build demo test bench format clean
+.PHONY: all deps configure build demo test bench blas-check format clean
 
 all: build
 
@@ -27,6 +27,11 @@ test: build
 
 bench: build
 	bash bench/run.sh $(BUILD)
+
+# Which BLAS LibTorch's matrix products run on, and how fast (see docs/guide.md).
+blas-check: configure
+	cmake --build $(BUILD) --target blas_check -j $(JOBS)
+	./$(BUILD)/bench/blas_check
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cpp')

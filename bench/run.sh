@@ -41,3 +41,6 @@ echo "bench: PyTorch peers (about 1 minute)" >&2
 /usr/bin/python3 "$here/peers.py" > "$results/peers.json"
 
 /usr/bin/python3 "$here/report.py" "$results" | tee "$results/table.md"
+
+echo "bench: network end to end (about 2 minutes)" >&2
+bash "$here/mlp_run.sh" "$build" | tee "$results/mlp_table.md"
