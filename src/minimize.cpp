@@ -9,10 +9,10 @@ namespace downhill {
 Dataset& DataSource::resolve(DatasetOptions options) {
   if (dataset_) return *dataset_;
   if (!owned_) {  // a tensor, a Batch or a generator: wrap it now
-    if (generator_) {
-      owned_.emplace(generator_, std::move(options));
-    } else {
+    if (batch_) {
       owned_.emplace(*batch_, std::move(options));
+    } else {  // a generator; Dataset refuses an empty one
+      owned_.emplace(generator_, std::move(options));
     }
   }
   return *owned_;
