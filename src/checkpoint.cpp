@@ -55,6 +55,44 @@ void write_dataset(torch::serialize::OutputArchive& archive, size_t index, const
   }
 }
 
+// The pass in progress: {steps, skipped} and {weight, sums...}, with the monitors' names.
+void write_pass(torch::serialize::OutputArchive& archive, const detail::PassProgress& pass) {
+  std::string names;
+  std::vector<double> sums = {pass.weight};
+  for (const auto& [name, sum] : pass.sums) {
+    names += name + '\n';
+    sums.push_back(sum);
+  }
+  archive.write("pass_counts", to_tensor({pass.steps, pass.skipped}));
+  archive.write("pass_sums", torch::tensor(sums, torch::kDouble));
+  archive.write("pass_names", c10::IValue(names));
+}
+
+// Reads what write_pass() wrote; a checkpoint without it was written between passes.
+void read_pass(torch::serialize::InputArchive& archive, detail::PassProgress& pass) {
+  torch::Tensor counts, sums;
+  c10::IValue names;
+  if (!archive.try_read("pass_counts", counts)) return;
+  archive.read("pass_sums", sums);
+  archive.read("pass_names", names);
+  const auto steps_and_skipped = to_vector(counts);
+  sums = sums.to(torch::kDouble).contiguous();
+  std::istringstream lines(names.toStringRef());
+  std::vector<std::pair<std::string, double>> named;
+  std::string name;
+  for (int64_t k = 1; k < sums.numel() && std::getline(lines, name); ++k) {
+    named.emplace_back(name, sums[k].item<double>());
+  }
+  if (steps_and_skipped.size() != 2 || sums.numel() < 1 ||
+      static_cast<int64_t>(named.size()) != sums.numel() - 1 || steps_and_skipped[0] < 0) {
+    throw std::runtime_error("the pass in progress is malformed");
+  }
+  pass.steps = steps_and_skipped[0];
+  pass.skipped = steps_and_skipped[1];
+  pass.weight = sums[0].item<double>();
+  pass.sums = std::move(named);
+}
+
 }  // namespace
 
 void Optimizer::save_checkpoint(const std::string& path, const Dataset* train,
@@ -87,6 +125,7 @@ void Optimizer::save_checkpoint(const std::string& path, const Dataset* train,
     monitor_values.push_back(value);
   }
   archive.write("validation_names", c10::IValue(monitor_names));
+  write_pass(archive, loop_.pass);
   archive.write("validation_values",
                 torch::tensor(monitor_values.empty() ? std::vector<double>{} : monitor_values,
                               torch::kDouble));
@@ -175,6 +214,7 @@ void Optimizer::load_checkpoint(const std::string& path) {
   for (int64_t k = 0; std::getline(name_lines, name) && k < monitor_values.numel(); ++k) {
     loop.last_validation.set(name, monitor_values[k].item<double>());
   }
+  read_pass(archive, loop.pass);
   const auto update_count = read_value(archive, "update_count").toInt();
   const auto rng_state = read_tensor(archive, "rng_cpu");
   PendingResume resume;

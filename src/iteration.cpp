@@ -69,31 +69,27 @@ class ProgressLine {
   bool shown_ = false;
 };
 
-// Sums monitors weighted by samples, keeping the order of first appearance.
-class WeightedMean {
- public:
-  void add(const Monitors& monitors, double weight) {
-    for (const auto& [name, value] : monitors) {
-      size_t k = 0;
-      while (k < sums_.size() && sums_[k].first != name) ++k;
-      if (k == sums_.size()) sums_.emplace_back(name, 0.0);
-      sums_[k].second += weight * value;
-    }
-    total_ += weight;
+// Sums monitors weighted by samples into `pass`, keeping the order of first appearance.
+void add_weighted(detail::PassProgress& pass, const Monitors& monitors, double weight) {
+  for (const auto& [name, value] : monitors) {
+    size_t k = 0;
+    while (k < pass.sums.size() && pass.sums[k].first != name) ++k;
+    if (k == pass.sums.size()) pass.sums.emplace_back(name, 0.0);
+    pass.sums[k].second += weight * value;
   }
-  Monitors mean() const {
-    Monitors out;
-    for (const auto& [name, sum] : sums_) out.set(name, total_ > 0 ? sum / total_ : 0.0);
-    return out;
-  }
-  double running(size_t k) const {
-    return k < sums_.size() && total_ > 0 ? sums_[k].second / total_ : 0;
-  }
+  pass.weight += weight;
+}
 
- private:
-  std::vector<std::pair<std::string, double>> sums_;
-  double total_ = 0;
-};
+Monitors weighted_mean(const detail::PassProgress& pass) {
+  Monitors out;
+  for (const auto& [name, sum] : pass.sums)
+    out.set(name, pass.weight > 0 ? sum / pass.weight : 0.0);
+  return out;
+}
+
+double running_loss(const detail::PassProgress& pass) {
+  return !pass.sums.empty() && pass.weight > 0 ? pass.sums[0].second / pass.weight : 0;
+}
 
 // Rethrows the exception in flight with `context` added, keeping its standard type.
 [[noreturn]] void rethrow_with_context(const std::string& context) {
@@ -153,10 +149,9 @@ struct Iteration::Impl {
 
 Monitors Iteration::Impl::train_pass() {
   auto& loop = optimizer.loop_;
-  WeightedMean mean;
-  int64_t skipped = 0;
+  auto& pass = loop.pass;  // not empty when a resumed run finishes a pass it stopped inside
   ProgressLine progress(optimizer.name(), train.iteration_size());
-  for (int64_t b = 0; b < train.iteration_size(); ++b) {
+  for (int64_t b = pass.steps; b < train.iteration_size(); ++b) {
     const Batch batch = train.next();
     Monitors monitors;
     try {
@@ -167,12 +162,13 @@ Monitors Iteration::Impl::train_pass() {
                            std::to_string(loop.passes + 1) + ", batch " + std::to_string(b + 1) +
                            ": ");
     }
-    mean.add(monitors, static_cast<double>(train.samples(batch)));
-    progress.update(b + 1, mean.running(0));
+    add_weighted(pass, monitors, static_cast<double>(train.samples(batch)));
+    ++pass.steps;
+    progress.update(b + 1, running_loss(pass));
     if (optimizer.last_update_applied_) {
       loop.consecutive_skipped = 0;
     } else {
-      ++skipped;
+      ++pass.skipped;
       if (++loop.consecutive_skipped >= optimizer.options().max_nonfinite()) {
         progress.clear();
         const std::string message = "downhill: " + optimizer.name() +
@@ -191,8 +187,9 @@ Monitors Iteration::Impl::train_pass() {
       break;
     }
   }
-  Monitors out = mean.mean();
-  if (skipped > 0) out.set("skipped", static_cast<double>(skipped));
+  Monitors out = weighted_mean(pass);
+  if (pass.skipped > 0) out.set("skipped", static_cast<double>(pass.skipped));
+  if (!interrupted) pass = {};
   return out;
 }
 
@@ -244,7 +241,8 @@ bool Iteration::Impl::advance() {
     done = true;
     return false;
   }
-  if (loop.passes % options.validate_every() == 0) {
+  // A run resumed inside a pass validated before that pass already.
+  if (loop.passes % options.validate_every() == 0 && loop.pass.steps == 0) {
     validate();
     if (loop.validations - loop.best_validation > options.patience()) {
       log->info("patience elapsed!");

@@ -967,13 +967,9 @@ TEST_F(Resume, CheckpointAtDivergenceHoldsTheRunAsItStoodWhenTheLoopThrew) {
   expect_identical(filled(0.1), resumed.final_params, "best restored again");
 }
 
-// LIBRARY BUG (reported): a checkpoint written in the middle of a pass (at a
-// DivergenceError or a Ctrl-C) holds the parameters, update_count and dataset
-// position after the pass's first steps, but `passes` without that pass and
-// nothing of where in the pass the loop was. The resumed loop starts that pass
-// again from the dataset's new position: it validates again when the pass is a
-// validation pass, runs a whole iteration_size of further steps, and so
-// diverges from the straight run. These two tests fail until that is fixed.
+// A checkpoint written in the middle of a pass (at a DivergenceError or a Ctrl-C) holds
+// where in the pass the loop was and the pass's monitor sums so far: the resumed loop
+// finishes that pass without validating again, as the straight run would have.
 TEST_F(Resume, CheckpointAtDivergenceResumesAsTheRunWithAHigherLimitGoesOn) {
   const Config config = divergence_config();
   // With a limit of 4 the same three NaN steps are skipped and the run goes on.

@@ -18,6 +18,18 @@ namespace downhill {
 class Dataset;
 class Iteration;
 
+namespace detail {
+/// Internal: the loop's pass in progress — steps taken, updates skipped and the
+/// sample-weighted monitor sums so far. A run stopped inside a pass (Ctrl-C, divergence)
+/// checkpoints it, so that the resumed run finishes that pass rather than starting it over.
+struct PassProgress {
+  int64_t steps = 0;
+  int64_t skipped = 0;
+  double weight = 0.0;
+  std::vector<std::pair<std::string, double>> sums;
+};
+}  // namespace detail
+
 /// Named state tensors of an optimizer, e.g. {"u.G", tensor}.
 using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 
@@ -139,6 +151,7 @@ class Optimizer {
     double best_loss = 0.0;
     int64_t consecutive_skipped = 0;
     Monitors last_validation;
+    detail::PassProgress pass;
   };
   // Dataset positions read from a checkpoint, applied by the next iterate().
   struct DatasetPosition {
