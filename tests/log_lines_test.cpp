@@ -8,9 +8,12 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <csignal>
+#include <cstdio>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -97,7 +100,7 @@ TEST(LogLines, ValidationPassAndPatienceLines) {
 
 TEST(LogLines, AWorseValidationHasNoStarAndAnEqualOneNeither) {
   // 2, 2.5 (worse), 2 (equal to the best: not an improvement), 1 (better).
-  ScriptedRun run({2.0, 2.5, 2.0, 1.0});
+  ScriptedRun run({2.0, 2.5, 2.0, 1.0, 1.5});
   auto opt = downhill::build(
       "sgd", run.loss(), {{"x", run.x}},
       downhill::Options().learning_rate(1.0).validate_every(2).patience(5).max_updates(7));
@@ -105,8 +108,8 @@ TEST(LogLines, AWorseValidationHasNoStarAndAnEqualOneNeither) {
   LogCapture capture;
   opt->minimize(train);
   const auto lines = split(capture.text());
-  // validate_every 2: validations before passes 1, 3, 5, 7; max_updates 7 ends it
-  // after pass 7 with no fifth validation.
+  // validate_every 2: validations before passes 1, 3, 5, 7; max_updates 7 ends it after
+  // pass 7 with a closing validation (1.5: worse than the best, 1).
   EXPECT_EQ(lines.others, (std::vector<std::string>{
                               "info validation 1 loss=2.000000 half=1.000000 *",
                               "info SGD 1 loss=0.000000 half=0.000000",
@@ -119,6 +122,7 @@ TEST(LogLines, AWorseValidationHasNoStarAndAnEqualOneNeither) {
                               "info SGD 6 loss=-5.000000 half=-2.500000",
                               "info validation 4 loss=1.000000 half=0.500000 *",
                               "info SGD 7 loss=-6.000000 half=-3.000000",
+                              "info validation 5 loss=1.500000 half=0.750000",
                           }));
 }
 
@@ -160,10 +164,19 @@ TEST(LogLines, InterruptedLine) {
 
 TEST(LogLines, EachPassLineNamesTheAlgorithm) {
   // The first pass reports the loss before its only step: (0.5 − 2)² = 2.25 whatever the
-  // algorithm does with the gradient.
-  const std::vector<std::pair<std::string, std::string>> algorithms = {
-      {"sgd", "SGD"}, {"rmsprop", "RMSProp"}, {"adam", "Adam"}};
-  for (const auto& [algo, display] : algorithms) {
+  // algorithm does with the gradient g = 2(0.5 − 2) = −3. The closing validation reports
+  // (x − 2)² after that step, with lr 0.1: SGD moves x by 0.3; centred RMSProp by
+  // lr·|g| / sqrt(γ(1−γ)g² + ε), γ = exp(−ln 2 / 14) (its G − f² after one step); Adam,
+  // bias-corrected, by lr·|g| / (|g| + ε).
+  const double gamma = std::exp(-std::log(2.0) / 14);
+  const double rmsprop_move = 0.1 * 3 / std::sqrt(gamma * (1 - gamma) * 9 + 1e-8);
+  const double adam_move = 0.1 * 3 / (3 + 1e-8);
+  const std::vector<std::tuple<std::string, std::string, double>> algorithms = {
+      {"sgd", "SGD", 0.3}, {"rmsprop", "RMSProp", rmsprop_move}, {"adam", "Adam", adam_move}};
+  for (const auto& [algo, display, move] : algorithms) {
+    const double after = (0.5 + move - 2) * (0.5 + move - 2);
+    char closing[64];
+    std::snprintf(closing, sizeof closing, "info validation 2 loss=%.6f *", after);
     auto x = torch::full({1}, 0.5, torch::dtype(torch::kFloat64).requires_grad(true));
     auto loss = [&](const downhill::Batch&) -> downhill::Evaluation {
       return (x - 2).square().sum();
@@ -174,8 +187,9 @@ TEST(LogLines, EachPassLineNamesTheAlgorithm) {
     const auto lines = split(capture.text());
     EXPECT_EQ(lines.settings.size(), kSettingCount) << algo;
     EXPECT_TRUE(contains(lines.settings, "info setting algo = " + algo)) << algo;
-    EXPECT_EQ(lines.others, (std::vector<std::string>{"info validation 1 loss=2.250000 *",
-                                                      "info " + display + " 1 loss=2.250000"}))
+    EXPECT_EQ(lines.others,
+              (std::vector<std::string>{"info validation 1 loss=2.250000 *",
+                                        "info " + display + " 1 loss=2.250000", closing}))
         << algo;
   }
 }
@@ -197,6 +211,8 @@ TEST(LogLines, MinimizeWithoutParamsListsTheOnesItFound) {
                               "info found 2 parameters in the loss: unnamed0, unnamed1",
                               "info validation 1 loss=7.000000 *",
                               "info SGD 1 loss=7.000000",
+                              // The closing validation: a ← 1 − 0.5·2 = 0, b ← 3 − 0.5.
+                              "info validation 2 loss=2.500000 *",
                           }));
   EXPECT_EQ(capture.text().rfind("info found 2 parameters", 0), 0u);
 }

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <string>
 #include <utility>
@@ -96,6 +97,9 @@ TEST_P(ValidationSchedule, ValidatesAtMultiplesOfValidateEvery) {
 
   std::vector<int64_t> expected_steps;
   for (int pass = 0; pass < max_updates; pass += every) expected_steps.push_back(pass);
+  // Validations run before a pass, so the final parameters are validated once more when
+  // max_updates ends the run.
+  expected_steps.push_back(max_updates);
 
   int items = 0;
   for (const auto& [training, validation] : opt->iterate(train)) {
@@ -202,12 +206,66 @@ TEST(Loop, MaxUpdatesBoundsThePassesAndRestoresTheBest) {
   downhill::Dataset train{downhill::Batch{}};
   const auto [training, validation] = opt->minimize(train);
   EXPECT_EQ(scripted.steps, 7);
-  EXPECT_EQ(scripted.steps_at_validation, (std::vector<int64_t>{0, 2, 4, 6}));
+  // Validations before passes 1, 3, 5 and 7, and a closing one of the final parameters.
+  EXPECT_EQ(scripted.steps_at_validation, (std::vector<int64_t>{0, 2, 4, 6, 7}));
   // The last pair: the 7th pass saw x = −6 before its step; the 4th validation.
   EXPECT_DOUBLE_EQ(training.at("loss"), -6.0);
   EXPECT_DOUBLE_EQ(validation.at("loss"), script[3]);
-  // x went to −7, then the best (the 4th validation, at −6) was put back.
-  EXPECT_DOUBLE_EQ(scripted.value(), -6.0);
+  // The closing validation (script[4]) is the best: x stays at −7, after the 7th step.
+  EXPECT_DOUBLE_EQ(scripted.value(), -7.0);
+}
+
+// The closing validation is held to the same rule: when it is not an improvement, the best
+// validated parameters come back.
+TEST(Loop, MaxUpdatesRestoresAnEarlierBestWhenTheClosingValidationIsWorse) {
+  ScriptedLoss scripted(best_at(3));  // validations 1-3 improve, the 4th (closing) does not
+  auto opt = scripted.build(downhill::Options().validate_every(2).patience(100).max_updates(5));
+  downhill::Dataset train{downhill::Batch{}};
+  opt->minimize(train);
+  EXPECT_EQ(scripted.steps_at_validation, (std::vector<int64_t>{0, 2, 4, 5}));
+  EXPECT_DOUBLE_EQ(scripted.value(), -4.0);  // the 3rd validation's parameters, after 4 steps
+}
+
+// max_updates below validate_every: the closing validation keeps the training.
+TEST(Loop, MaxUpdatesBelowValidateEveryKeepsTheTraining) {
+  ScriptedLoss scripted(falling(5));
+  auto opt = scripted.build(downhill::Options().validate_every(10).max_updates(3));
+  downhill::Dataset train{downhill::Batch{}};
+  opt->minimize(train);
+  EXPECT_EQ(scripted.steps_at_validation, (std::vector<int64_t>{0, 3}));
+  EXPECT_DOUBLE_EQ(scripted.value(), -3.0);
+}
+
+// A non-finite validation is never the best: a NaN first validation does not block
+// later improvements, and a NaN after a finite best is not an improvement.
+TEST(Loop, NonFiniteValidationsNeverStandAsTheBest) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  ScriptedLoss first_nan({nan, 50.0, 40.0, 45.0});
+  auto opt = first_nan.build(downhill::Options().validate_every(1).patience(100).max_updates(3));
+  downhill::Dataset train{downhill::Batch{}};
+  opt->minimize(train);
+  // Validations at 0 (NaN), 1 (50, the first finite: best), 2 (40: best), 3 (45: worse).
+  EXPECT_EQ(first_nan.steps_at_validation, (std::vector<int64_t>{0, 1, 2, 3}));
+  EXPECT_DOUBLE_EQ(first_nan.value(), -2.0);
+
+  ScriptedLoss later_nan({50.0, nan, nan});
+  auto other = later_nan.build(downhill::Options().validate_every(1).patience(1));
+  downhill::Dataset data{downhill::Batch{}};
+  other->minimize(data);
+  // 50 is best at 0; NaN at 1 and 2: patience 1 elapses at the third validation.
+  EXPECT_EQ(later_nan.steps_at_validation, (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_DOUBLE_EQ(later_nan.value(), 0.0);
+}
+
+// When no validation of the run is finite, the parameters are left as they are.
+TEST(Loop, NoFiniteValidationLeavesTheParameters) {
+  const double inf = std::numeric_limits<double>::infinity();
+  ScriptedLoss scripted({inf});
+  auto opt = scripted.build(downhill::Options().validate_every(1).patience(100).max_updates(2));
+  downhill::Dataset train{downhill::Batch{}};
+  opt->minimize(train);
+  EXPECT_EQ(scripted.steps_at_validation, (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_DOUBLE_EQ(scripted.value(), -2.0);
 }
 
 TEST(Loop, BreakLeavesTheParametersAndRestoreBestPutsTheBestBack) {
@@ -420,9 +478,9 @@ TEST_F(MinimizeSources, Generator) {
   auto settings = options().train_batches(2).valid_batches(3).validate_every(1).patience(1000);
   expect_converged(downhill::minimize(loss(), {{"m", m}}, train, valid, settings), valid_variance);
   // 300 passes of 2 training batches; a validation of 3 batches before each pass
-  // (validate_every 1: passes 0..299), and none after the last.
+  // (validate_every 1: passes 0..299), and a closing one after the last.
   EXPECT_EQ(train_calls, 300 * 2);
-  EXPECT_EQ(valid_calls, 300 * 3);
+  EXPECT_EQ(valid_calls, 301 * 3);
 }
 
 TEST_F(MinimizeSources, MixedKinds) {
