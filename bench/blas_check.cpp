@@ -60,7 +60,8 @@ double product_seconds(int64_t m, int64_t k, int64_t n, int calls) {
   for (int i = 0; i < calls; ++i) {
     const auto start = std::chrono::steady_clock::now();
     torch::mm_out(c, a, b);
-    samples.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    samples.push_back(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   std::nth_element(samples.begin(), samples.begin() + calls / 2, samples.end());
   return samples[calls / 2];
