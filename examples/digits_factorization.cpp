@@ -15,7 +15,6 @@
 #include <downhill/downhill.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -27,11 +26,12 @@
 #include <string>
 #include <vector>
 
+#include "digits_data.h"
+
 namespace {
 
-constexpr int64_t kSide = 8;  // images are kSide × kSide pixels
-constexpr int64_t kPixels = kSide * kSide;
-constexpr double kMaxPixel = 16.0;  // pixel values are 0..16
+using digits::kPixels;
+using digits::kSide;
 
 struct Settings {
   int digit = 3;
@@ -39,7 +39,7 @@ struct Settings {
   int64_t components = 16;
   double learning_rate = 0.1;
   std::string output = "digits_basis.pgm";
-  std::string data = "/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz";
+  std::string data = digits::kDefaultPath;
 };
 
 void print_usage(const char* program) {
@@ -90,51 +90,12 @@ Settings parse_arguments(int argc, char** argv) {
   return settings;
 }
 
-// The whole decompressed content of a gzip file.
-std::string read_gzip(const std::string& path) {
-  gzFile file = gzopen(path.c_str(), "rb");
-  if (!file) {
-    throw std::runtime_error("cannot open " + path + " (install python3-sklearn, or pass --data)");
-  }
-  std::string content;
-  std::vector<char> chunk(1 << 16);
-  int read = 0;
-  while ((read = gzread(file, chunk.data(), static_cast<unsigned>(chunk.size()))) > 0) {
-    content.append(chunk.data(), static_cast<size_t>(read));
-  }
-  int error = Z_OK;
-  const std::string message = read < 0 ? gzerror(file, &error) : "";
-  gzclose(file);
-  if (read < 0) throw std::runtime_error("cannot decompress " + path + ": " + message);
-  return content;
-}
-
 // The images of `digit`, one row each, pixels scaled to [0, 1].
 torch::Tensor load_digit(const std::string& path, int digit) {
-  std::istringstream lines(read_gzip(path));
-  std::vector<float> pixels;
-  std::string line;
-  int64_t line_number = 0;
-  while (std::getline(lines, line)) {
-    ++line_number;
-    if (line.empty()) continue;
-    std::vector<double> fields;
-    std::istringstream cells(line);
-    std::string cell;
-    while (std::getline(cells, cell, ',')) fields.push_back(std::stod(cell));
-    if (static_cast<int64_t>(fields.size()) != kPixels + 1) {
-      throw std::runtime_error(path + ":" + std::to_string(line_number) + ": expected " +
-                               std::to_string(kPixels + 1) + " values, got " +
-                               std::to_string(fields.size()));
-    }
-    if (static_cast<int>(fields.back()) != digit) continue;
-    for (int64_t p = 0; p < kPixels; ++p) {
-      pixels.push_back(static_cast<float>(fields[p] / kMaxPixel));
-    }
-  }
-  const auto rows = static_cast<int64_t>(pixels.size()) / kPixels;
-  if (rows == 0) throw std::runtime_error("no images of digit " + std::to_string(digit));
-  return torch::from_blob(pixels.data(), {rows, kPixels}, torch::kFloat32).clone();
+  const auto all = digits::load(path);
+  const auto rows = all.pixels.index({all.labels == digit});
+  if (rows.size(0) == 0) throw std::runtime_error("no images of digit " + std::to_string(digit));
+  return rows;
 }
 
 // Writes the rows of `basis` (K × 64) as a grid of 8×8 tiles, each scaled to its
@@ -234,10 +195,9 @@ int main(int argc, char** argv) try {
   write_pgm(basis, settings.output);
   std::cout << "wrote " << K << " basis images to " << settings.output << "\n";
 
-  // Training should at least halve the validation loss (about 0.32 at the start;
-  // 0.07 after the validation at pass 5, 0.02 when early stopping ends the run).
-  // The loop keeps the best validated parameters, so with fewer passes than
-  // validate_every (5) nothing is learned and this fails.
+  // Training should at least halve the validation loss (about 0.32 at the start; 0.07
+  // after the validation at pass 5, 0.02 when early stopping ends the run). The loop
+  // keeps the best validated parameters, the final ones included when max_updates ends it.
   const double final_validation_loss = validation_loss();
   if (!(final_validation_loss < initial_validation_loss / 2)) {  // a NaN fails too
     std::cerr << "digits_factorization: the validation loss fell only from "
