@@ -55,13 +55,15 @@ void write_dataset(torch::serialize::OutputArchive& archive, size_t index, const
   }
 }
 
-// The pass in progress: {steps, skipped} and {weight, sums...}, with the monitors' names.
+// The pass in progress: {steps, skipped}, {weight, then sum and weight of each monitor},
+// and the monitors' names.
 void write_pass(torch::serialize::OutputArchive& archive, const detail::PassProgress& pass) {
   std::string names;
   std::vector<double> sums = {pass.weight};
-  for (const auto& [name, sum] : pass.sums) {
-    names += name + '\n';
-    sums.push_back(sum);
+  for (const auto& s : pass.sums) {
+    names += s.name + '\n';
+    sums.push_back(s.sum);
+    sums.push_back(s.weight);
   }
   archive.write("pass_counts", to_tensor({pass.steps, pass.skipped}));
   archive.write("pass_sums", torch::tensor(sums, torch::kDouble));
@@ -77,19 +79,20 @@ void read_pass(torch::serialize::InputArchive& archive, detail::PassProgress& pa
   archive.read("pass_names", names);
   const auto steps_and_skipped = to_vector(counts);
   sums = sums.to(torch::kDouble).contiguous();
+  const auto* values = sums.data_ptr<double>();
   std::istringstream lines(names.toStringRef());
-  std::vector<std::pair<std::string, double>> named;
+  std::vector<detail::PassProgress::Sum> named;
   std::string name;
-  for (int64_t k = 1; k < sums.numel() && std::getline(lines, name); ++k) {
-    named.emplace_back(name, sums[k].item<double>());
+  for (int64_t k = 1; k + 1 < sums.numel() && std::getline(lines, name); k += 2) {
+    named.push_back({name, values[k], values[k + 1]});
   }
   if (steps_and_skipped.size() != 2 || sums.numel() < 1 ||
-      static_cast<int64_t>(named.size()) != sums.numel() - 1 || steps_and_skipped[0] < 0) {
+      static_cast<int64_t>(2 * named.size()) != sums.numel() - 1 || steps_and_skipped[0] < 0) {
     throw std::runtime_error("the pass in progress is malformed");
   }
   pass.steps = steps_and_skipped[0];
   pass.skipped = steps_and_skipped[1];
-  pass.weight = sums[0].item<double>();
+  pass.weight = values[0];
   pass.sums = std::move(named);
 }
 

@@ -1,6 +1,7 @@
 #include <downhill/monitors.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <stdexcept>
 
@@ -40,7 +41,12 @@ std::string Monitors::to_string() const {
   std::string out;
   char buffer[64];
   for (const auto& [key, value] : entries_) {
-    std::snprintf(buffer, sizeof buffer, "%f", value);
+    // Fixed-point reads best in the usual range; outside it (1e100, 1e-7) the exponent
+    // form keeps the line short and the digits significant.
+    const double magnitude = std::abs(value);
+    const bool fixed =
+        value == 0 || !std::isfinite(value) || (magnitude >= 1e-4 && magnitude < 1e9);
+    std::snprintf(buffer, sizeof buffer, fixed ? "%f" : "%e", value);
     if (!out.empty()) out += ' ';
     out += key + '=' + buffer;
   }

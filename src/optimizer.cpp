@@ -13,6 +13,7 @@
 
 #include "text.h"
 #include "update_stages.h"
+#include "weighted_mean.h"
 
 namespace downhill {
 
@@ -20,6 +21,54 @@ using detail::describe;
 using detail::shape_of;
 
 namespace {
+
+// Whether two tensors on one storage share an element. Only called for tensors whose
+// byte ranges intersect; strided views can interleave without sharing, so those are
+// checked element by element on a map of the shared range.
+bool share_elements(const torch::Tensor& a, const torch::Tensor& b) {
+  if (a.is_contiguous() && b.is_contiguous()) return true;
+  if (a.element_size() != b.element_size()) return true;  // views of another dtype: assume so
+  torch::NoGradGuard no_grad;
+  auto last = [](const torch::Tensor& t) {
+    int64_t offset = t.storage_offset();
+    for (int64_t d = 0; d < t.dim(); ++d) offset += (t.size(d) - 1) * t.stride(d);
+    return offset;
+  };
+  const int64_t first = std::min(a.storage_offset(), b.storage_offset());
+  const int64_t extent = std::max(last(a), last(b)) - first + 1;
+  auto marks = torch::zeros({extent}, torch::kInt8);
+  marks.as_strided(a.sizes(), a.strides(), a.storage_offset() - first).fill_(1);
+  return marks.as_strided(b.sizes(), b.strides(), b.storage_offset() - first).any().item<bool>();
+}
+
+// The [first, last] bytes of `t` within its storage (t has at least one element).
+std::pair<int64_t, int64_t> byte_range(const torch::Tensor& t) {
+  int64_t last = t.storage_offset();
+  for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+  const int64_t size = static_cast<int64_t>(t.element_size());
+  return {t.storage_offset() * size, (last + 1) * size - 1};
+}
+
+// Parameters that share memory would be updated twice in one step.
+void check_overlaps(const Params& params) {
+  for (size_t j = 1; j < params.size(); ++j) {
+    const auto& b = params.tensor(j);
+    for (size_t i = 0; i < j; ++i) {
+      const auto& a = params.tensor(i);
+      if (a.numel() == 0 || b.numel() == 0 || !a.has_storage() || !b.has_storage() ||
+          a.storage().unsafeGetStorageImpl() != b.storage().unsafeGetStorageImpl()) {
+        continue;
+      }
+      const auto [a_first, a_last] = byte_range(a);
+      const auto [b_first, b_last] = byte_range(b);
+      if (a_last < b_first || b_last < a_first || !share_elements(a, b)) continue;
+      throw std::invalid_argument("downhill: parameters '" + params.name(i) + "' and '" +
+                                  params.name(j) +
+                                  "' overlap in memory (views sharing elements of one tensor); "
+                                  "each element may belong to one parameter only");
+    }
+  }
+}
 
 void check_params(const Params& params, bool needs_grad) {
   if (params.empty()) {
@@ -32,10 +81,22 @@ void check_params(const Params& params, bool needs_grad) {
     if (!tensor.defined()) {
       throw std::invalid_argument("downhill: parameter '" + name + "' is an undefined tensor");
     }
-    if (!tensor.is_floating_point()) {
-      throw std::invalid_argument("downhill: parameter '" + name + "' has dtype " +
-                                  std::string(c10::toString(tensor.scalar_type())) +
-                                  "; allowed: a floating-point dtype (float, double, ...)");
+    if (tensor.layout() != torch::kStrided) {
+      throw std::invalid_argument("downhill: parameter '" + name + "' is a sparse tensor (" +
+                                  describe(tensor) +
+                                  "); allowed: a dense (strided) tensor; call to_dense()");
+    }
+    if (tensor.is_meta()) {
+      throw std::invalid_argument("downhill: parameter '" + name +
+                                  "' is on the meta device, which holds no values; allowed: a "
+                                  "tensor with storage (cpu, ...)");
+    }
+    const auto dtype = tensor.scalar_type();
+    if (dtype != torch::kFloat && dtype != torch::kDouble) {
+      throw std::invalid_argument(
+          "downhill: parameter '" + name + "' has dtype " + std::string(c10::toString(dtype)) +
+          "; allowed: Float (float32) or Double (float64); convert it first, for example "
+          "with to(torch::kFloat)");
     }
     if (!seen_names.insert(name).second) {
       throw std::invalid_argument("downhill: two parameters are named '" + name +
@@ -79,7 +140,19 @@ void check_evaluation(const Evaluation& evaluation) {
         "downhill: the loss must be a scalar floating-point tensor; got " +
         (loss.defined() ? describe(loss) : std::string("an undefined tensor")));
   }
-  for (const auto& [name, value] : evaluation.monitors) {
+  for (size_t m = 0; m < evaluation.monitors.size(); ++m) {
+    const auto& [name, value] = evaluation.monitors[m];
+    if (name == "loss") {
+      throw std::invalid_argument(
+          "downhill: a monitor is named 'loss', the name of the loss itself; give it another "
+          "name");
+    }
+    for (size_t earlier = 0; earlier < m; ++earlier) {
+      if (evaluation.monitors[earlier].first == name) {
+        throw std::invalid_argument("downhill: two monitors are named '" + name +
+                                    "'; monitor names must be unique");
+      }
+    }
     if (!value.defined() || value.numel() != 1) {
       throw std::invalid_argument("downhill: monitor '" + name + "' must be a scalar; got " +
                                   (value.defined() ? describe(value) : "an undefined tensor"));
@@ -96,6 +169,7 @@ Optimizer::Optimizer(std::string name, Loss loss, Params params, Options options
       options_(std::move(options)) {
   options_.validate();
   check_params(params_, static_cast<bool>(loss_));
+  check_overlaps(params_);
 }
 
 Optimizer::~Optimizer() = default;
@@ -301,26 +375,17 @@ Monitors Optimizer::evaluate(Dataset& data) {
                            " was built for apply() only");
   }
   torch::NoGradGuard no_grad;
-  std::vector<std::pair<std::string, double>> sums;
-  double total_weight = 0;
+  detail::PassProgress totals;
   for (int64_t b = 0; b < data.iteration_size(); ++b) {
     const Batch batch = data.next();
-    const double weight = static_cast<double>(data.samples(batch));
     const Evaluation evaluation = loss_(batch);
     check_evaluation(evaluation);
-    if (sums.empty()) {
-      sums.emplace_back("loss", 0.0);
-      for (const auto& [name, value] : evaluation.monitors) sums.emplace_back(name, 0.0);
-    }
-    sums[0].second += weight * evaluation.loss.item<double>();
-    for (size_t m = 0; m < evaluation.monitors.size() && m + 1 < sums.size(); ++m) {
-      sums[m + 1].second += weight * evaluation.monitors[m].second.item<double>();
-    }
-    total_weight += weight;
+    Monitors monitors;
+    monitors.set("loss", evaluation.loss.item<double>());
+    for (const auto& [name, value] : evaluation.monitors) monitors.set(name, value.item<double>());
+    detail::add_weighted(totals, monitors, static_cast<double>(data.samples(batch)));
   }
-  Monitors out;
-  for (const auto& [name, sum] : sums) out.set(name, sum / total_weight);
-  return out;
+  return detail::weighted_mean(totals);
 }
 
 void Optimizer::set_params(const std::vector<torch::Tensor>& values) {

@@ -23,10 +23,16 @@ namespace detail {
 /// sample-weighted monitor sums so far. A run stopped inside a pass (Ctrl-C, divergence)
 /// checkpoints it, so that the resumed run finishes that pass rather than starting it over.
 struct PassProgress {
+  /// One monitor's sample-weighted sum, and the weight of the batches that reported it.
+  struct Sum {
+    std::string name;
+    double sum = 0.0;
+    double weight = 0.0;
+  };
   int64_t steps = 0;
   int64_t skipped = 0;
-  double weight = 0.0;
-  std::vector<std::pair<std::string, double>> sums;
+  double weight = 0.0;    // of every batch so far
+  std::vector<Sum> sums;  // in the order the monitors first appeared
 };
 }  // namespace detail
 
