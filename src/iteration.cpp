@@ -14,6 +14,7 @@
 #include <stdexcept>
 
 #include "interrupt.h"
+#include "weighted_mean.h"
 
 namespace downhill {
 
@@ -69,28 +70,6 @@ class ProgressLine {
   bool shown_ = false;
 };
 
-// Sums monitors weighted by samples into `pass`, keeping the order of first appearance.
-void add_weighted(detail::PassProgress& pass, const Monitors& monitors, double weight) {
-  for (const auto& [name, value] : monitors) {
-    size_t k = 0;
-    while (k < pass.sums.size() && pass.sums[k].first != name) ++k;
-    if (k == pass.sums.size()) pass.sums.emplace_back(name, 0.0);
-    pass.sums[k].second += weight * value;
-  }
-  pass.weight += weight;
-}
-
-Monitors weighted_mean(const detail::PassProgress& pass) {
-  Monitors out;
-  for (const auto& [name, sum] : pass.sums)
-    out.set(name, pass.weight > 0 ? sum / pass.weight : 0.0);
-  return out;
-}
-
-double running_loss(const detail::PassProgress& pass) {
-  return !pass.sums.empty() && pass.weight > 0 ? pass.sums[0].second / pass.weight : 0;
-}
-
 // Rethrows the exception in flight with `context` added, keeping its standard type.
 [[noreturn]] void rethrow_with_context(const std::string& context) {
   try {
@@ -114,9 +93,33 @@ struct Iteration::Impl {
 
   // Runs to the next item; false when the loop has ended.
   bool advance();
+  // A write that fails mid-run is logged, and the run goes on: losing the checkpoint is
+  // better than losing the training and the best parameters with it.
   void checkpoint() {
     const auto& path = optimizer.options().checkpoint();
-    if (!path.empty()) optimizer.save_checkpoint(path, &train, valid);
+    if (path.empty()) return;
+    try {
+      optimizer.save_checkpoint(path, &train, valid);
+    } catch (const std::exception& e) {
+      log->error("could not write the checkpoint: {}; the run goes on without it", e.what());
+    }
+  }
+  // The checkpoint's folder must exist before the run, not at its first write.
+  void check_checkpoint_path() const {
+    const auto& path = optimizer.options().checkpoint();
+    if (path.empty()) return;
+    const std::filesystem::path file(path);
+    const auto folder = file.has_parent_path() ? file.parent_path() : std::filesystem::path(".");
+    std::error_code error;
+    if (!std::filesystem::is_directory(folder, error)) {
+      throw std::invalid_argument("downhill: checkpoint '" + path + "': the folder '" +
+                                  folder.string() +
+                                  "' does not exist; create it, or choose another path");
+    }
+    if (::access(folder.c_str(), W_OK) != 0) {
+      throw std::invalid_argument("downhill: checkpoint '" + path + "': the folder '" +
+                                  folder.string() + "' is not writable");
+    }
   }
   void finish(bool restore) {
     checkpoint();  // the run as it stands, before the best parameters come back
@@ -130,6 +133,21 @@ struct Iteration::Impl {
       return;
     }
     optimizer.restore_best();
+  }
+  // A run starts at its first step: it continues a checkpoint (loaded by hand, or found
+  // with resume(true)), or starts the loop's counters afresh. The algorithm's state
+  // (moments, update count) belongs to the optimizer and carries on.
+  void start_run() {
+    const auto& options = optimizer.options();
+    check_checkpoint_path();
+    if (!optimizer.pending_resume_) {
+      if (options.resume() && std::filesystem::exists(options.checkpoint())) {
+        optimizer.load_checkpoint(options.checkpoint());
+      } else {
+        optimizer.loop_ = Optimizer::LoopState();
+      }
+    }
+    optimizer.resume_datasets(train, valid);
   }
   // Evaluates the validation data and keeps the parameters when they are the best so far.
   // Returns whether they were.
@@ -162,9 +180,9 @@ Monitors Iteration::Impl::train_pass() {
                            std::to_string(loop.passes + 1) + ", batch " + std::to_string(b + 1) +
                            ": ");
     }
-    add_weighted(pass, monitors, static_cast<double>(train.samples(batch)));
+    detail::add_weighted(pass, monitors, static_cast<double>(train.samples(batch)));
     ++pass.steps;
-    progress.update(b + 1, running_loss(pass));
+    progress.update(b + 1, detail::running_loss(pass));
     if (optimizer.last_update_applied_) {
       loop.consecutive_skipped = 0;
     } else {
@@ -187,7 +205,7 @@ Monitors Iteration::Impl::train_pass() {
       break;
     }
   }
-  Monitors out = weighted_mean(pass);
+  Monitors out = detail::weighted_mean(pass);
   if (pass.skipped > 0) out.set("skipped", static_cast<double>(pass.skipped));
   if (!interrupted) pass = {};
   return out;
@@ -227,7 +245,7 @@ bool Iteration::Impl::advance() {
   if (!started) {
     started = true;
     interrupt.emplace();
-    optimizer.resume_datasets(train, valid);
+    start_run();
     for (const auto& [name, value] : options.settings()) log->info("setting {} = {}", name, value);
   }
   if (options.max_updates() && loop.passes >= *options.max_updates()) {
@@ -265,40 +283,46 @@ bool Iteration::Impl::advance() {
   return true;
 }
 
+// Shared by the copies of a walking iterator: keeps the loop alive, and gives Ctrl-C
+// back to the previous handler once no iterator of the walk is left (the range-for was
+// left by break or by an exception, or the loop ended).
+struct Iteration::iterator::Walk {
+  explicit Walk(std::shared_ptr<Iteration::Impl> impl) : impl(std::move(impl)) {}
+  ~Walk() { impl->interrupt.reset(); }
+  Walk(const Walk&) = delete;
+  Walk& operator=(const Walk&) = delete;
+  std::shared_ptr<Iteration::Impl> impl;
+};
+
 Iteration::Iteration(Optimizer& optimizer, Dataset& train, Dataset* valid)
-    : impl_(std::make_unique<Impl>(optimizer, train, valid)) {}
+    : impl_(std::make_shared<Impl>(optimizer, train, valid)) {}
 Iteration::~Iteration() = default;
 Iteration::Iteration(Iteration&&) noexcept = default;
+Iteration& Iteration::operator=(Iteration&&) noexcept = default;
 
 Iteration::iterator Iteration::begin() {
-  if (impl_->started) {
+  if (!impl_ || impl_->started) {
     throw std::logic_error("downhill: an Iteration can be walked only once");
   }
-  return impl_->advance() ? iterator(this) : iterator();
+  auto walk = std::make_shared<iterator::Walk>(impl_);
+  return impl_->advance() ? iterator(std::move(walk)) : iterator();
 }
 
 const Iteration::value_type& Iteration::iterator::operator*() const {
-  return owner_->impl_->current;
+  if (!walk_) throw std::logic_error("downhill: an Iteration's end iterator has no item");
+  return walk_->impl->current;
 }
 
 Iteration::iterator& Iteration::iterator::operator++() {
-  if (!owner_->impl_->advance()) owner_ = nullptr;
+  if (!walk_) throw std::logic_error("downhill: an Iteration's end iterator cannot advance");
+  if (!walk_->impl->advance()) walk_.reset();
   return *this;
 }
-
-bool Iteration::iterator::operator==(const iterator& other) const { return owner_ == other.owner_; }
 
 Iteration Optimizer::iterate(Dataset& train, Dataset* valid) {
   if (!loss_) {
     throw std::logic_error("downhill: iterate() needs a loss; this " + name_ +
                            " was built for apply() only");
-  }
-  if (!pending_resume_) {
-    if (options_.resume() && std::filesystem::exists(options_.checkpoint())) {
-      load_checkpoint(options_.checkpoint());
-    } else {
-      loop_ = LoopState();  // each call is a new run
-    }
   }
   return Iteration(*this, train, valid);
 }

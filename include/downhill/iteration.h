@@ -19,7 +19,14 @@ class Optimizer;
 /// best parameters, and ends when patience elapses, `max_updates` passes are
 /// done, or Ctrl-C is pressed; in those cases the best parameters are restored.
 /// Leaving a range-for with `break` leaves the parameters as they are.
-/// Only one iterator may walk a given Iteration, once.
+///
+/// The run starts at the first step of the walk (begin()), not when the range is
+/// made: the loop's counters start afresh then (or continue a checkpoint). An
+/// Iteration can be walked once. Its iterators keep the loop's state alive, so an
+/// iterator may outlive the range (`auto it = opt->iterate(data).begin(); ++it;`) or
+/// the range may be moved; the optimizer and the datasets must outlive both. Ctrl-C
+/// is handled by the loop while an iterator of the walk exists (so from begin() until
+/// the loop ends or the range-for is left); then the previous handler is back.
 class Iteration {
  public:
   using value_type = std::pair<Monitors, Monitors>;
@@ -37,26 +44,28 @@ class Iteration {
     pointer operator->() const { return &**this; }
     iterator& operator++();
     void operator++(int) { ++*this; }
-    bool operator==(const iterator& other) const;
+    bool operator==(const iterator& other) const { return walk_ == other.walk_; }
 
    private:
     friend class Iteration;
-    explicit iterator(Iteration* owner) : owner_(owner) {}
-    Iteration* owner_ = nullptr;
+    struct Walk;  // the loop's state and its Ctrl-C handler, shared by an iterator's copies
+    explicit iterator(std::shared_ptr<Walk> walk) : walk_(std::move(walk)) {}
+    std::shared_ptr<Walk> walk_;  // null at the end
   };
 
   Iteration(Optimizer& optimizer, Dataset& train, Dataset* valid);
   ~Iteration();
   Iteration(Iteration&&) noexcept;
-  Iteration& operator=(Iteration&&) = delete;
+  Iteration& operator=(Iteration&&) noexcept;
 
-  /// Runs up to the first pass (or the end) and returns an iterator to it.
+  /// Starts the run, runs up to the first pass (or the end) and returns an iterator
+  /// to it. Throws std::logic_error when the Iteration was walked before.
   iterator begin();
   iterator end() { return iterator(); }
 
  private:
   struct Impl;
-  std::unique_ptr<Impl> impl_;
+  std::shared_ptr<Impl> impl_;
 };
 
 }  // namespace downhill
