@@ -148,6 +148,11 @@ void Optimizer::save_checkpoint(const std::string& path, const Dataset* train,
 }
 
 void Optimizer::load_checkpoint(const std::string& path) {
+  load_checkpoint(path, nullptr, nullptr);
+}
+
+void Optimizer::load_checkpoint(const std::string& path, const Dataset* train,
+                                const Dataset* valid) {
   torch::serialize::InputArchive archive;
   try {
     archive.load_from(path);
@@ -192,17 +197,37 @@ void Optimizer::load_checkpoint(const std::string& path) {
       mismatch("parameter '" + params_.name(i) + "' has " + std::to_string(slots) +
                " state tensors there, " + std::to_string(state_[i].size()) + " here");
     }
-    for (int64_t s = 0; s < slots; ++s)
+    // Every saved tensor must have the shape and dtype of its live twin: copy_() would
+    // broadcast a wrong shape silently.
+    auto expect_like = [&](const torch::Tensor& saved, const torch::Tensor& live,
+                           const std::string& what) {
+      if (saved.sizes() != live.sizes() || saved.scalar_type() != live.scalar_type()) {
+        mismatch(what + " is " + shape_of(saved) + " " +
+                 std::string(c10::toString(saved.scalar_type())) + " there; expected " +
+                 shape_of(live) + " " + std::string(c10::toString(live.scalar_type())));
+      }
+    };
+    for (int64_t s = 0; s < slots; ++s) {
       state[i].push_back(read_tensor(archive, key("state", i, s)));
+      expect_like(state[i].back(), state_[i][s],
+                  "state tensor " + std::to_string(s) + " of parameter '" + params_.name(i) + "'");
+    }
     torch::Tensor saved_velocity;
     archive.try_read(key("velocity", i), saved_velocity);
     if (saved_velocity.defined() != velocity_[i].defined()) {
       mismatch(std::string("momentum is ") + (saved_velocity.defined() ? "on" : "off") +
                " there and " + (velocity_[i].defined() ? "on" : "off") + " here");
     }
+    if (saved_velocity.defined()) {
+      expect_like(saved_velocity, velocity_[i],
+                  "the velocity of parameter '" + params_.name(i) + "'");
+    }
     velocity[i] = saved_velocity;
     torch::Tensor saved_best;
-    if (archive.try_read(key("best", i), saved_best)) best.push_back(saved_best);
+    if (archive.try_read(key("best", i), saved_best)) {
+      expect_like(saved_best, live, "the best value of parameter '" + params_.name(i) + "'");
+      best.push_back(saved_best);
+    }
   }
   LoopState loop;
   loop.passes = read_value(archive, "passes").toInt();
@@ -228,6 +253,17 @@ void Optimizer::load_checkpoint(const std::string& path) {
     position.position = read_value(archive, key("data_position", d)).toInt();
     archive.try_read(key("data_generator", d), position.generator_state);
     resume.datasets.push_back(std::move(position));
+  }
+  // The datasets of the run to continue, when known: they must fit the saved positions.
+  const Dataset* given[] = {train, valid};
+  for (size_t d = 0; d < resume.datasets.size() && d < 2; ++d) {
+    if (!given[d]) continue;
+    try {
+      given[d]->check_position(resume.datasets[d].order, resume.datasets[d].position);
+    } catch (const std::invalid_argument& e) {
+      const std::string message = e.what();
+      mismatch(message.rfind("downhill: ", 0) == 0 ? message.substr(10) : message);
+    }
   }
 
   // Everything read and checked: commit.

@@ -104,7 +104,7 @@ Dataset::Dataset(std::function<Batch()> generator, DatasetOptions options)
   iteration_size_ = options_.iteration_size().value_or(100);
 }
 
-void Dataset::restore_position(std::vector<int64_t> order, int64_t position) {
+void Dataset::check_position(const std::vector<int64_t>& order, int64_t position) const {
   const auto n = static_cast<int64_t>(order_.size());
   std::vector<bool> seen(order_.size(), false);
   bool permutation = static_cast<int64_t>(order.size()) == n;
@@ -119,6 +119,10 @@ void Dataset::restore_position(std::vector<int64_t> order, int64_t position) {
         "; the saved order (" + std::to_string(order.size()) + " entries) or position (" +
         std::to_string(position) + ") does not fit it");
   }
+}
+
+void Dataset::restore_position(std::vector<int64_t> order, int64_t position) {
+  check_position(order, position);
   order_ = std::move(order);
   position_ = position;
   peeked_.reset();

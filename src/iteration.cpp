@@ -142,7 +142,7 @@ struct Iteration::Impl {
     check_checkpoint_path();
     if (!optimizer.pending_resume_) {
       if (options.resume() && std::filesystem::exists(options.checkpoint())) {
-        optimizer.load_checkpoint(options.checkpoint());
+        optimizer.load_checkpoint(options.checkpoint(), &train, valid);
       } else {
         optimizer.loop_ = Optimizer::LoopState();
       }

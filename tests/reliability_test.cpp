@@ -382,4 +382,82 @@ TEST(CheckpointPath, AWriteThatFailsMidRunLosesNothing) {
   std::filesystem::remove_all(folder);
 }
 
+// --- 7. Checkpoint loads are all or nothing ---
+
+// A resumed run whose dataset no longer fits the saved order is refused before anything
+// of the checkpoint is applied: parameters, counters and the global generator stay.
+TEST(CheckpointLoads, ADatasetThatNoLongerFitsIsRefusedBeforeAnythingChanges) {
+  const ScopedLogLevel quiet(spdlog::level::off);
+  const auto folder =
+      std::filesystem::temp_directory_path() / ("downhill_refit_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(folder);
+  const auto path = (folder / "run.ckpt").string();
+  auto run = [&](int64_t samples, int64_t passes, bool resume) {
+    auto w = torch::zeros({1}, torch::dtype(torch::kDouble).requires_grad(true));
+    downhill::Dataset data({torch::ones({samples, 1}, torch::kDouble)},
+                           downhill::DatasetOptions().batch_size(2).name("train"));
+    auto loss = [&](const downhill::Batch& batch) -> downhill::Evaluation {
+      return (batch[0].squeeze(1) * w).sum();
+    };
+    auto options = downhill::Options().learning_rate(0.5).max_updates(passes).checkpoint(path);
+    auto opt = downhill::build("adam", loss, {{"w", w}}, options.resume(resume));
+    const auto rng_before = at::detail::getDefaultCPUGenerator().get_state();
+    std::string message;
+    try {
+      opt->minimize(data);
+    } catch (const std::invalid_argument& e) {
+      message = e.what();
+      EXPECT_DOUBLE_EQ(w.item<double>(), 0.0);
+      EXPECT_EQ(opt->update_count(), 0);
+      EXPECT_TRUE(torch::equal(at::detail::getDefaultCPUGenerator().get_state(), rng_before));
+    }
+    return message;
+  };
+  ASSERT_EQ(run(10, 2, false), "");  // 5 slices, checkpointed
+  const auto message = run(12, 4, true);
+  EXPECT_THAT(message, HasSubstr("checkpoint '" + path + "' is of another problem"));
+  EXPECT_THAT(message, HasSubstr("dataset 'train' has 6 slices; the saved order (5 entries)"));
+  std::filesystem::remove_all(folder);
+}
+
+// Two algorithms of one display name whose state differs in shape: the saved state
+// tensor is refused by shape, not broadcast into the live one.
+class ShapedState : public downhill::Optimizer {
+ public:
+  ShapedState(downhill::Params params, int64_t extra)
+      : Optimizer("ShapedState", {}, std::move(params), downhill::Options()), extra_(extra) {}
+
+ protected:
+  std::vector<std::string> state_names() const override { return {"memory"}; }
+  torch::Tensor initial_state(size_t, const torch::Tensor& param) const override {
+    return torch::zeros({param.numel() + extra_}, param.options());
+  }
+  torch::Tensor compute_update(size_t, const torch::Tensor& grad, const torch::Tensor&,
+                               std::vector<torch::Tensor>& state) override {
+    state[0].narrow(0, 0, grad.numel()).add_(grad.flatten());
+    return 0.1 * grad;
+  }
+
+ private:
+  int64_t extra_;
+};
+
+TEST(CheckpointLoads, StateTensorsOfAnotherShapeAreRefused) {
+  const auto path = (std::filesystem::temp_directory_path() /
+                     ("downhill_state_shape_" + std::to_string(::getpid()) + ".ckpt"))
+                        .string();
+  auto a = torch::ones({3}, torch::kDouble);
+  ShapedState writer({{"w", a}}, 0);
+  ASSERT_TRUE(writer.apply({torch::ones({3}, torch::kDouble)}));
+  writer.save_checkpoint(path);
+  auto b = torch::full({3}, 5.0, torch::kDouble);
+  ShapedState reader({{"w", b}}, 2);
+  const auto message = message_of<std::invalid_argument>([&] { reader.load_checkpoint(path); });
+  EXPECT_THAT(message, HasSubstr("state tensor 0 of parameter 'w' is [3] Double there; "
+                                 "expected [5] Double"));
+  EXPECT_DOUBLE_EQ(b[0].item<double>(), 5.0);  // nothing loaded
+  EXPECT_EQ(reader.update_count(), 0);
+  std::filesystem::remove(path);
+}
+
 }  // namespace

@@ -107,6 +107,9 @@ class Dataset {
   /// the slices (of the samples, with shuffle_samples) and `position` the index of a
   /// batch. Throws std::invalid_argument, changing nothing, otherwise.
   void restore_position(std::vector<int64_t> order, int64_t position);
+  /// Throws the std::invalid_argument restore_position(order, position) would, changing
+  /// nothing; returns normally when they fit.
+  void check_position(const std::vector<int64_t>& order, int64_t position) const;
 
   /// The next batch, wrapping around (and reshuffling) at the end.
   Batch next();

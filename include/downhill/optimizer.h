@@ -103,7 +103,8 @@ class Optimizer {
   /// generators at once; the next iterate()/minimize() continues the run (and
   /// puts its datasets where they were). Throws std::invalid_argument naming the
   /// mismatch when the checkpoint is of another problem (algorithm, parameter
-  /// names, shapes or dtypes), and std::runtime_error when it cannot be read.
+  /// names, shapes or dtypes, state tensors), and std::runtime_error when it cannot be
+  /// read; either way nothing has changed.
   void load_checkpoint(const std::string& path);
 
  protected:
@@ -148,6 +149,9 @@ class Optimizer {
   void keep_best();
   void skip_update(const std::string& reason);
   void resume_datasets(Dataset& train, Dataset* valid);
+  // load_checkpoint(path), refusing before anything changes when the saved dataset
+  // positions do not fit `train` / `valid` (when given).
+  void load_checkpoint(const std::string& path, const Dataset* train, const Dataset* valid);
 
   // Where the loop stands; kept here so that the run outlives one Iteration.
   struct LoopState {
