@@ -354,10 +354,17 @@ Monitors Optimizer::step(const Batch& batch) {
     if (options_.max_gradient_elem() > 0) {
       clipped[i] = g.clamp(-options_.max_gradient_elem(), options_.max_gradient_elem());
     } else if (options_.max_gradient_norm() > 0) {
-      const double norm = std::sqrt(detail::sum_of_squares(g.detach()));
-      clipped[i] = norm > options_.max_gradient_norm() && std::isfinite(norm)
-                       ? g * (options_.max_gradient_norm() / g.norm())
-                       : g;
+      double norm = std::sqrt(detail::sum_of_squares(g.detach()));
+      if (std::isinf(norm)) norm = overflow_safe_norm(g.detach());  // NaN: apply() refuses it
+      if (norm > options_.max_gradient_norm()) {
+        // In the graph, so that Hv is that of the clipped gradient; scaled by the largest
+        // element first, so that the norm cannot overflow (the constant scale does not
+        // change its derivative).
+        const auto largest = g.detach().abs().max();
+        clipped[i] = g * (options_.max_gradient_norm() / (largest * (g / largest).norm()));
+      } else {
+        clipped[i] = g;
+      }
     } else {
       clipped[i] = g;
     }

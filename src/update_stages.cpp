@@ -10,8 +10,15 @@ double norm_clip_scale(double norm, double max_norm) {
 
 at::Tensor clip_reference(const at::Tensor& grad, double grad_scale, double clip_elem) {
   if (clip_elem > 0) return grad.clamp(-clip_elem, clip_elem);
-  if (grad_scale != 1.0) return grad * grad_scale;
-  return grad;
+  if (grad_scale == 1.0) return grad;
+  // As the fused kernels do: two factors, so that a scale below the dtype's normal
+  // range keeps its digits.
+  const auto [scale, tail] = grad.scalar_type() == at::kFloat ? [&] {
+    const auto [s, t] = split_scale<float>(grad_scale);
+    return std::pair<double, double>(s, t);
+  }()
+                                                              : split_scale<double>(grad_scale);
+  return tail == 1.0 ? grad * scale : grad * scale * tail;
 }
 
 void momentum_reference(at::Tensor& param, at::Tensor& velocity, const at::Tensor& update,

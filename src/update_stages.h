@@ -9,6 +9,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 namespace downhill::detail {
@@ -77,8 +80,21 @@ struct FusedLoop {
   const T* grad = nullptr;
   T* velocity = nullptr;
   KernelData<T> data;
-  T scale, clip, mu, mu_squared, one_plus_mu;
+  // The norm-clipping scale as two factors, scale · scale_tail: one alone would fall
+  // below T's normal range (and lose its digits) for gradients near T's largest value.
+  T scale, scale_tail, clip, mu, mu_squared, one_plus_mu;
 };
+
+/// `scale` as two factors of T's normal range whose product is `scale` (the second an
+/// exact power of two, 1 when `scale` alone is normal), so that multiplying by one then
+/// the other rounds once, as multiplying by the exact scale would.
+template <typename T>
+std::pair<T, T> split_scale(double scale) {
+  constexpr int kTailExponent = std::numeric_limits<T>::min_exponent + 8;  // still normal
+  const double tail = std::ldexp(1.0, kTailExponent);
+  if (scale == 0 || scale >= tail) return {static_cast<T>(scale), T(1)};
+  return {static_cast<T>(scale / tail), static_cast<T>(tail)};
+}
 
 /// The fused update of elements [begin, end): clipping, the algorithm's kernel and
 /// momentum, one read and one write of each array. Inlined into one copy per
@@ -94,7 +110,7 @@ template <typename T, bool kClipElem, MomentumKind kMomentum, typename Kernel>
   // turn the kernel's conditionals into selects (loads through `kernel` it could not).
   const Kernel local_kernel = kernel;
   const KernelData<T> data = loop.data;
-  const T scale = loop.scale, clip = loop.clip, mu = loop.mu;
+  const T scale = loop.scale, scale_tail = loop.scale_tail, clip = loop.clip, mu = loop.mu;
   const T mu_squared = loop.mu_squared, one_plus_mu = loop.one_plus_mu;
 #pragma GCC ivdep
   for (int64_t i = begin; i < end; ++i) {
@@ -103,6 +119,7 @@ template <typename T, bool kClipElem, MomentumKind kMomentum, typename Kernel>
       gi = std::min(std::max(gi, -clip), clip);
     } else {
       gi *= scale;
+      gi *= scale_tail;
     }
     const T u = local_kernel(gi, i, data);
     if constexpr (kMomentum == MomentumKind::kNone) {
@@ -150,7 +167,7 @@ void run_fused_loop(const Kernel& kernel, const FusedTarget& target) {
   if (slots.size() > 1) loop.data.slot1 = slots[1].data_ptr<T>();
   if (slots.size() > 2) loop.data.slot2 = slots[2].data_ptr<T>();
   if (target.hv.defined()) loop.data.hv = target.hv.data_ptr<T>();
-  loop.scale = static_cast<T>(target.grad_scale);
+  std::tie(loop.scale, loop.scale_tail) = split_scale<T>(target.grad_scale);
   loop.clip = static_cast<T>(target.clip_elem);
   loop.mu = static_cast<T>(target.momentum);
   loop.mu_squared = static_cast<T>(target.momentum * target.momentum);

@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <stdexcept>
@@ -458,6 +459,48 @@ TEST(CheckpointLoads, StateTensorsOfAnotherShapeAreRefused) {
   EXPECT_DOUBLE_EQ(b[0].item<double>(), 5.0);  // nothing loaded
   EXPECT_EQ(reader.update_count(), 0);
   std::filesystem::remove(path);
+}
+
+// --- 12. Clipping at extreme magnitudes ---
+
+// float32 gradients near the largest float: the norm is about 4.2e38·√k, its clipping
+// scale below float's normal range. Clipped to norm 1, each of the k equal elements
+// becomes 1/√k, and SGD at rate 1 moves the parameter by exactly that.
+TEST(ExtremeClipping, Float32GradientsNearTheLargestFloat) {
+  for (const bool fused : {true, false}) {
+    for (const int64_t k : {2, 9, 100}) {
+      auto x = torch::zeros({k});
+      auto opt = downhill::build(
+          "sgd", {{"x", x}},
+          downhill::Options().learning_rate(1.0).max_gradient_norm(1.0).fused(fused));
+      ASSERT_TRUE(opt->apply({torch::full({k}, 3e38f)}));
+      const double expected = -1.0 / std::sqrt(static_cast<double>(k));
+      for (int64_t i = 0; i < k; ++i) {
+        EXPECT_NEAR(x[i].item<double>(), expected, 1e-6 * std::abs(expected))
+            << (fused ? "fused" : "reference") << ", k = " << k << ", element " << i;
+      }
+    }
+  }
+}
+
+// ESGD clips inside the autograd graph: at 1e200 its squared norm overflows double. The
+// loss 1e200·(x0 + x1) has gradient (1e200, 1e200), clipped to (1/√2, 1/√2); that clipped
+// gradient does not depend on x, so Hv = 0, D = 0, and u = lr·g/(0 + ε) with ε = 1.
+TEST(ExtremeClipping, EsgdNormClippingOfHugeDoubleGradients) {
+  for (const auto method : {"rop", "lop", "grad"}) {
+    auto x = torch::zeros({2}, torch::dtype(torch::kDouble).requires_grad(true));
+    auto opt = downhill::build(
+        "esgd", [&](const downhill::Batch&) -> downhill::Evaluation { return 1e200 * x.sum(); },
+        {{"x", x}},
+        downhill::Options()
+            .learning_rate(0.5)
+            .rms_regularizer(1.0)
+            .max_gradient_norm(1.0)
+            .hv_method(method));
+    opt->step({});
+    EXPECT_NEAR(x[0].item<double>(), -0.5 / std::sqrt(2.0), 1e-12) << method;
+    EXPECT_NEAR(x[1].item<double>(), -0.5 / std::sqrt(2.0), 1e-12) << method;
+  }
 }
 
 }  // namespace
