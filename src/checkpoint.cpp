@@ -5,6 +5,9 @@
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
+#include <cstdint>
+#include <fstream>
+#include <iterator>
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
@@ -53,6 +56,55 @@ void write_dataset(torch::serialize::OutputArchive& archive, size_t index, const
   if (data.options().generator()) {
     archive.write(key("data_generator", index), data.options().generator()->get_state());
   }
+}
+
+// A checkpoint file is the archive followed by a trailer: kTrailerMagic, then the
+// archive's 64-bit FNV-1a hash (little-endian), so that a flipped bit or a cut file is
+// refused instead of loading as other numbers.
+constexpr char kTrailerMagic[] = "DHCKSUM1";
+constexpr size_t kMagicSize = sizeof kTrailerMagic - 1;
+constexpr size_t kTrailerSize = kMagicSize + 8;
+
+uint64_t fnv1a(const char* data, size_t size) {
+  uint64_t hash = 14695981039346656037ull;
+  for (size_t i = 0; i < size; ++i) {
+    hash ^= static_cast<unsigned char>(data[i]);
+    hash *= 1099511628211ull;
+  }
+  return hash;
+}
+
+std::string with_checksum(std::string archive) {
+  const uint64_t hash = fnv1a(archive.data(), archive.size());
+  archive.append(kTrailerMagic, kMagicSize);
+  for (int byte = 0; byte < 8; ++byte) archive.push_back(static_cast<char>(hash >> (8 * byte)));
+  return archive;
+}
+
+// The file's archive, once its checksum matches; std::runtime_error naming the path otherwise.
+std::string verified_payload(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw std::runtime_error("downhill: cannot read checkpoint '" + path + "': no such file");
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (bytes.size() < kTrailerSize ||
+      bytes.compare(bytes.size() - kTrailerSize, kMagicSize, kTrailerMagic) != 0) {
+    throw std::runtime_error("downhill: cannot read checkpoint '" + path +
+                             "': it is cut short or not a downhill checkpoint (no checksum "
+                             "trailer at its end)");
+  }
+  uint64_t saved = 0;
+  for (int byte = 0; byte < 8; ++byte) {
+    saved |= static_cast<uint64_t>(
+                 static_cast<unsigned char>(bytes[bytes.size() - 8 + static_cast<size_t>(byte)]))
+             << (8 * byte);
+  }
+  bytes.resize(bytes.size() - kTrailerSize);
+  if (fnv1a(bytes.data(), bytes.size()) != saved) {
+    throw std::runtime_error("downhill: cannot read checkpoint '" + path +
+                             "': it is damaged (its content does not match its checksum)");
+  }
+  return bytes;
 }
 
 // The pass in progress: {steps, skipped}, {weight, then sum and weight of each monitor},
@@ -144,7 +196,7 @@ void Optimizer::save_checkpoint(const std::string& path, const Dataset* train,
 
   std::ostringstream bytes;
   archive.save_to(bytes);
-  detail::write_file_atomically(path, bytes.str());
+  detail::write_file_atomically(path, with_checksum(bytes.str()));
 }
 
 void Optimizer::load_checkpoint(const std::string& path) {
@@ -153,9 +205,10 @@ void Optimizer::load_checkpoint(const std::string& path) {
 
 void Optimizer::load_checkpoint(const std::string& path, const Dataset* train,
                                 const Dataset* valid) {
+  const std::string payload = verified_payload(path);
   torch::serialize::InputArchive archive;
   try {
-    archive.load_from(path);
+    archive.load_from(payload.data(), payload.size());
   } catch (const c10::Error& e) {
     throw std::runtime_error("downhill: cannot read checkpoint '" + path +
                              "': " + e.what_without_backtrace());

@@ -12,6 +12,8 @@
 #include <cmath>
 #include <csignal>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -501,6 +503,49 @@ TEST(ExtremeClipping, EsgdNormClippingOfHugeDoubleGradients) {
     EXPECT_NEAR(x[0].item<double>(), -0.5 / std::sqrt(2.0), 1e-12) << method;
     EXPECT_NEAR(x[1].item<double>(), -0.5 / std::sqrt(2.0), 1e-12) << method;
   }
+}
+
+// A flipped bit anywhere in the file — in a tensor's bytes, in the archive's structure, in
+// the checksum itself — or a file cut short is refused, naming the path, before anything
+// changes.
+TEST(CheckpointLoads, DamagedFilesAreRefused) {
+  const auto folder =
+      std::filesystem::temp_directory_path() / ("downhill_damaged_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(folder);
+  const auto good = (folder / "good.ckpt").string();
+  auto w = torch::full({64}, 0.25, torch::kDouble);
+  auto writer = downhill::build("adam", {{"w", w}});
+  ASSERT_TRUE(writer->apply({torch::ones({64}, torch::kDouble)}));
+  writer->save_checkpoint(good);
+  std::ifstream in(good, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_GT(bytes.size(), 100u);
+
+  auto target = torch::full({64}, 7.0, torch::kDouble);
+  auto reader = downhill::build("adam", {{"w", target}});
+  // Positions spread over the file, the last ones in the trailer.
+  const std::vector<size_t> positions = {bytes.size() / 3, bytes.size() / 2, bytes.size() - 40,
+                                         bytes.size() - 12, bytes.size() - 1};
+  int refused = 0;
+  for (const size_t position : positions) {
+    std::string damaged = bytes;
+    damaged[position] = static_cast<char>(damaged[position] ^ 0x10);
+    const auto path = (folder / ("flipped_" + std::to_string(position) + ".ckpt")).string();
+    std::ofstream(path, std::ios::binary) << damaged;
+    const auto message = message_of<std::runtime_error>([&] { reader->load_checkpoint(path); });
+    EXPECT_THAT(message, HasSubstr("checkpoint '" + path + "'")) << position;
+    refused += message.empty() ? 0 : 1;
+  }
+  EXPECT_EQ(refused, 5);
+  const auto cut = (folder / "cut.ckpt").string();
+  std::ofstream(cut, std::ios::binary) << bytes.substr(0, bytes.size() - 3);
+  EXPECT_THAT(message_of<std::runtime_error>([&] { reader->load_checkpoint(cut); }),
+              HasSubstr("cut short or not a downhill checkpoint"));
+  EXPECT_TRUE(torch::equal(target, torch::full({64}, 7.0, torch::kDouble)));
+  EXPECT_EQ(reader->update_count(), 0);
+  reader->load_checkpoint(good);  // the undamaged file loads
+  EXPECT_TRUE(torch::equal(target, w));
+  std::filesystem::remove_all(folder);
 }
 
 }  // namespace
