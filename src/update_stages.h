@@ -16,7 +16,7 @@
 
 namespace downhill::detail {
 
-/// γ(h) = exp(−ln 2 / h): the EWMA weight of a half-life h (DESIGN.md §3).
+/// γ(h) = exp(−ln 2 / h): the EWMA weight of a half-life h (docs/guide.md's mathematics).
 inline double ewma_weight(double halflife) { return std::exp(-std::log(2.0) / halflife); }
 
 /// min(1, max_norm / norm) for norm clipping; 1 when off or when the gradient is zero.

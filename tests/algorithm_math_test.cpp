@@ -1,6 +1,6 @@
 // The first three updates of every algorithm, with every momentum mode, in float
 // and double, fused and reference, against an independent scalar model of
-// DESIGN.md §3 written here per element in double arithmetic; then the same with
+// docs/guide.md's mathematics written here per element in double arithmetic; then the same with
 // several parameters in one optimizer, with and without norm clipping.
 #include <downhill/downhill.h>
 #include <gtest/gtest.h>
@@ -59,7 +59,7 @@ double ewma_weight(double halflife) { return std::exp(-std::log(2.0) / halflife)
 
 double sign(double x) { return static_cast<double>((x > 0) - (x < 0)); }
 
-// One element of one parameter, following the table of DESIGN.md §3 line by line.
+// One element of one parameter, following the table of docs/guide.md's mathematics line by line.
 class ScalarModel {
  public:
   ScalarModel(std::string algo, Settings settings, double initial)

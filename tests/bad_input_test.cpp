@@ -55,7 +55,8 @@ TEST_F(BadInput, EveryInvalidSettingIsRefusedAtBuildNamingSettingValueAndRange) 
       {"patience", "-1", ">= 0", [] { return Options().patience(-1); }},
       {"validate_every", "0", ">= 1", [] { return Options().validate_every(0); }},
       {"min_improvement", "-0.5", ">= 0", [] { return Options().min_improvement(-0.5); }},
-      // One of the algorithm settings; options_test.cpp covers the rest of DESIGN.md §3.
+      // One of the algorithm settings; options_test.cpp covers the rest of docs/guide.md's
+      // mathematics.
       {"learning_rate", "0", "> 0", [] { return Options().learning_rate(0); }},
   };
   for (const auto& bad : cases) {

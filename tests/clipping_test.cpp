@@ -1,7 +1,7 @@
-// Gradient clipping (DESIGN.md §3): elementwise clipping wins over norm clipping, the
-// norm is that of each parameter on its own, and a zero gradient stays zero. Expected
-// numbers are worked out by hand in the comments. SGD with learning_rate 1 and no
-// momentum makes the parameter move by exactly minus the clipped gradient.
+// Gradient clipping (docs/guide.md's mathematics): elementwise clipping wins over norm clipping,
+// the norm is that of each parameter on its own, and a zero gradient stays zero. Expected numbers
+// are worked out by hand in the comments. SGD with learning_rate 1 and no momentum makes the
+// parameter move by exactly minus the clipped gradient.
 #include <downhill/downhill.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>

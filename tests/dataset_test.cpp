@@ -1,4 +1,4 @@
-// Datasets (DESIGN.md §4): slicing, pass boundaries, shuffling, views, generators.
+// Datasets (docs/guide.md's datasets): slicing, pass boundaries, shuffling, views, generators.
 #include <downhill/downhill.h>
 #include <gtest/gtest.h>
 #include <spdlog/spdlog.h>

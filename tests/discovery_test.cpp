@@ -1,4 +1,4 @@
-// Finding the parameters of a loss in its autograd graph (DESIGN.md §1).
+// Finding the parameters of a loss in its autograd graph (docs/guide.md's interfaces).
 #include <downhill/downhill.h>
 #include <gtest/gtest.h>
 #include <spdlog/spdlog.h>

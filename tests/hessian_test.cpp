@@ -1,5 +1,5 @@
-// Hessian-vector products (DESIGN.md §3, ESGD's hv_method): rop, lop and grad agree with
-// each other and with Hessians worked out by hand, and ESGD uses them.
+// Hessian-vector products (docs/guide.md's mathematics, ESGD's hv_method): rop, lop and grad agree
+// with each other and with Hessians worked out by hand, and ESGD uses them.
 #include <downhill/downhill.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>

@@ -1,4 +1,4 @@
-// The loop of DESIGN.md §5: validation schedule, patience, min_improvement,
+// The loop (docs/guide.md, "The loop"): validation schedule, patience, min_improvement,
 // max_updates, keeping and restoring the best parameters, monitors, and
 // downhill::minimize over every kind of data source.
 #include <downhill/downhill.h>

@@ -1,5 +1,5 @@
 // Names, registration, validation of settings, refusal of mismatched gradients, and
-// parameters of every floating dtype and shape (DESIGN.md §2–§3).
+// parameters of every floating dtype and shape (docs/guide.md's interfaces and mathematics).
 #include <downhill/downhill.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

@@ -6,7 +6,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -138,11 +137,11 @@ TEST(ShuffleSamples, RestorePositionTakesASamplePermutation) {
   dataset.restore_position({9, 8, 7, 6, 5, 4, 3, 2, 1, 0}, 3);
   EXPECT_EQ(samples_of(dataset.next()), (std::vector<int64_t>{0}));
   // A slice order (4 entries) does not fit 10 samples; nor does a position past the batches.
-  const auto message = message_of<std::invalid_argument>(
-      [&] { dataset.restore_position({0, 1, 2, 3}, 0); });
+  const auto message = message_of<std::invalid_argument>([&] {
+    dataset.restore_position({0, 1, 2, 3}, 0);
+  });
   EXPECT_THAT(message, HasSubstr("has 10 samples in 4 batches; the saved order (4 entries)"));
-  EXPECT_THROW(dataset.restore_position({0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 4),
-               std::invalid_argument);
+  EXPECT_THROW(dataset.restore_position({0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 4), std::invalid_argument);
   // The batch at position 3 was the last of the round: it wrapped to 0, and the refusals
   // changed nothing.
   EXPECT_EQ(dataset.position(), 0);

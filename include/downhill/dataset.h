@@ -1,5 +1,5 @@
 #pragma once
-// Mini-batches from tensors or from a generator callable (DESIGN.md §4).
+// Mini-batches from tensors or from a generator callable (docs/guide.md's datasets).
 
 #include <downhill/batch.h>
 #include <torch/types.h>

@@ -1,5 +1,6 @@
 #pragma once
-// The loop of DESIGN.md §5 as a range: `for (const auto& [train, valid] : opt->iterate(data))`.
+// The loop (docs/guide.md, "The loop") as a range: `for (const auto& [train, valid] :
+// opt->iterate(data))`.
 
 #include <downhill/monitors.h>
 

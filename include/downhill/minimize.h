@@ -1,5 +1,5 @@
 #pragma once
-// downhill::minimize: the one-call interface (DESIGN.md §1).
+// downhill::minimize: the one-call interface (docs/guide.md's interfaces).
 
 #include <downhill/batch.h>
 #include <downhill/dataset.h>

@@ -75,7 +75,7 @@ class Optimizer {
   Monitors step(const Batch& batch);
   /// Monitors averaged over one pass of `data` (weighted by samples); no update.
   Monitors evaluate(Dataset& data);
-  /// The loop of DESIGN.md §5 as a range: one (training, validation) pair per pass.
+  /// The loop (docs/guide.md, "The loop") as a range: one (training, validation) pair per pass.
   /// Validation uses `train` when `valid` is null. Both must outlive the range.
   Iteration iterate(Dataset& train, Dataset* valid = nullptr);
   /// Runs iterate() to its end and returns the last (training, validation) pair.

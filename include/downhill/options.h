@@ -10,7 +10,7 @@
 
 namespace downhill {
 
-/// How ESGD computes Hessian-vector products (DESIGN.md §3).
+/// How ESGD computes Hessian-vector products (docs/guide.md's mathematics).
 enum class HvMethod {
   kRop,   ///< Jacobian of the gradient times r (forward-mode style, via two vector-Jacobian
           ///< products)
@@ -49,7 +49,7 @@ std::string_view to_string(HvMethod method);
 /// `Options().learning_rate(0.1).momentum(0.9)`. Each setter has a getter of the
 /// same name. Values are checked by validate(), which build() calls.
 class Options {
-  // --- The algorithm (DESIGN.md §3) ---
+  // --- The algorithm (docs/guide.md's mathematics) ---
   /// Algorithm used by downhill::minimize (build() takes it as an argument).
   DOWNHILL_SETTING(std::string, algo, "rmsprop");
   /// Step size; > 0. ADADELTA ignores it.
@@ -84,7 +84,7 @@ class Options {
   /// CPU tensors). Off, every update runs the tensor-op reference; for testing.
   DOWNHILL_SETTING(bool, fused, true);
 
-  // --- The loop (DESIGN.md §5) ---
+  // --- The loop (docs/guide.md's loop) ---
   /// Validations without improvement tolerated before stopping; >= 0.
   DOWNHILL_SETTING(int64_t, patience, 5);
   /// Validate every this many passes; >= 1.
