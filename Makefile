@@ -22,8 +22,10 @@ build: configure
 demo: build
 	./$(BUILD)/examples/quickstart
 
+# ctest runs JOBS tests at once: one OpenBLAS thread each (unless the environment says
+# otherwise), or their threads wait for each other's cores.
 test: build
-	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	cd $(BUILD) && OPENBLAS_NUM_THREADS=$${OPENBLAS_NUM_THREADS:-1} ctest --output-on-failure -j $(JOBS)
 
 bench: build
 	bash bench/run.sh $(BUILD)

@@ -80,7 +80,18 @@ int main() {
     std::printf("  OpenBLAS build: %s\n", config());
   }
   const char* threads = std::getenv("OPENBLAS_NUM_THREADS");
-  std::printf("  LibTorch threads: 1; OPENBLAS_NUM_THREADS=%s\n", threads ? threads : "unset");
+  using ThreadsFunction = int (*)();
+  auto openblas_threads =
+      reinterpret_cast<ThreadsFunction>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  std::printf("  LibTorch threads: 1; OPENBLAS_NUM_THREADS=%s", threads ? threads : "unset");
+  if (openblas_threads) std::printf(" (OpenBLAS runs %d threads)", openblas_threads());
+  std::printf("\n");
+  if (openblas_threads && openblas_threads() > 1) {
+    // OpenBLAS's threads are its own: LibTorch's set_num_threads does not bound them, and
+    // on cores busy with other work they wait for each other (seen: 12 ms for a 50 us product).
+    std::printf(
+        "  note: on a busy machine, or beside other processes, set OPENBLAS_NUM_THREADS=1\n");
+  }
 
   for (const auto& [m, k, n] : {std::array<int64_t, 3>{32, 256, 256}, {256, 256, 256}}) {
     const double seconds = product_seconds(m, k, n, 200);
