@@ -84,7 +84,7 @@ int main() {
   auto openblas_threads =
       reinterpret_cast<ThreadsFunction>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
   std::printf("  LibTorch threads: 1; OPENBLAS_NUM_THREADS=%s", threads ? threads : "unset");
-  if (openblas_threads) std::printf(" (OpenBLAS runs %d threads)", openblas_threads());
+  if (openblas_threads) std::printf(" (OpenBLAS threads: %d)", openblas_threads());
   std::printf("\n");
   if (openblas_threads && openblas_threads() > 1) {
     // OpenBLAS's threads are its own: LibTorch's set_num_threads does not bound them, and

@@ -11,6 +11,9 @@ bench="$build/bench"
 results="$bench/results"
 mkdir -p "$results"
 if [ -n "${BENCH_THREADS:-}" ]; then export OMP_NUM_THREADS="$BENCH_THREADS"; fi
+# OpenBLAS's own threads follow BENCH_THREADS too (1 by default), so that every side's
+# matrix products run on the same number of cores.
+export OPENBLAS_NUM_THREADS="${BENCH_THREADS:-1}"
 
 min_time=0.2
 repetitions=5
@@ -19,7 +22,7 @@ if [ -n "${BENCH_QUICK:-}" ]; then min_time=0.05; repetitions=3; fi
 {
   echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
   echo "LibTorch: $(dpkg-query -W -f='${Version}' libtorch-dev 2>/dev/null || echo unknown) (Debian libtorch-dev); PyTorch: $(dpkg-query -W -f='${Version}' python3-torch 2>/dev/null || echo unknown); $(g++ --version | head -1)"
-  echo "OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}; OPENBLAS_NUM_THREADS=$OPENBLAS_NUM_THREADS; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$results/context.txt"
 
 echo "bench: update step (about 4 minutes)" >&2
