@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <ctime>
@@ -105,6 +106,15 @@ struct Network {
 
 struct Split {
   double data = 0, forward = 0, gradients = 0, update = 0;
+  // One step's clock readings: before the batch, the forward pass, the gradients and
+  // the update, and after it.
+  void add(const std::array<Clock::time_point, 5>& t) {
+    auto seconds = [&](int k) { return std::chrono::duration<double>(t[k + 1] - t[k]).count(); };
+    data += seconds(0);
+    forward += seconds(1);
+    gradients += seconds(2);
+    update += seconds(3);
+  }
 };
 
 struct Result {
@@ -199,10 +209,7 @@ Result run_apply(const Problem& problem) {
       opt->apply(grads);
       auto t4 = Clock::now();
       total += loss.item<double>() * static_cast<double>(batch[0].size(0));
-      result.split.data += std::chrono::duration<double>(t1 - t0).count();
-      result.split.forward += std::chrono::duration<double>(t2 - t1).count();
-      result.split.gradients += std::chrono::duration<double>(t3 - t2).count();
-      result.split.update += std::chrono::duration<double>(t4 - t3).count();
+      result.split.add({t0, t1, t2, t3, t4});
       ++result.steps;
     }
   }
@@ -242,10 +249,7 @@ Result run_torch_optim(const Problem& problem) {
       opt.step();
       auto t4 = Clock::now();
       total += loss.item<double>() * static_cast<double>(index.size(0));
-      result.split.data += std::chrono::duration<double>(t1 - t0).count();
-      result.split.forward += std::chrono::duration<double>(t2 - t1).count();
-      result.split.gradients += std::chrono::duration<double>(t3 - t2).count();
-      result.split.update += std::chrono::duration<double>(t4 - t3).count();
+      result.split.add({t0, t1, t2, t3, t4});
       ++result.steps;
     }
   }

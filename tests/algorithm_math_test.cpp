@@ -154,25 +154,29 @@ torch::Tensor make_tensor(const Vector& values, torch::ScalarType dtype) {
       .to(dtype);
 }
 
+// The library's options for the model's settings.
+downhill::Options options_of(const Settings& settings) {
+  return downhill::Options()
+      .learning_rate(settings.learning_rate)
+      .rms_regularizer(settings.rms_regularizer)
+      .rms_halflife(settings.rms_halflife)
+      .beta1_halflife(settings.beta1_halflife)
+      .beta2_halflife(settings.beta2_halflife)
+      .rprop_increase(settings.rprop_increase)
+      .rprop_decrease(settings.rprop_decrease)
+      .rprop_min_step(settings.rprop_min_step)
+      .rprop_max_step(settings.rprop_max_step)
+      .momentum(settings.momentum)
+      .nesterov(settings.nesterov);
+}
+
 TEST_P(AlgorithmMath, FirstThreeUpdatesMatchDesignFormulas) {
   const auto& [algo, momentum, dtype, fused] = GetParam();
   Settings settings;
   settings.momentum = momentum == Momentum::kNone ? 0.0 : 0.9;
   settings.nesterov = momentum == Momentum::kNesterov;
 
-  auto options = downhill::Options()
-                     .learning_rate(settings.learning_rate)
-                     .rms_regularizer(settings.rms_regularizer)
-                     .rms_halflife(settings.rms_halflife)
-                     .beta1_halflife(settings.beta1_halflife)
-                     .beta2_halflife(settings.beta2_halflife)
-                     .rprop_increase(settings.rprop_increase)
-                     .rprop_decrease(settings.rprop_decrease)
-                     .rprop_min_step(settings.rprop_min_step)
-                     .rprop_max_step(settings.rprop_max_step)
-                     .momentum(settings.momentum)
-                     .nesterov(settings.nesterov)
-                     .fused(fused);
+  auto options = options_of(settings).fused(fused);
 
   auto x = make_tensor(kInitial, dtype);
   auto opt = downhill::build(algo, {{"x", x}}, options);
@@ -291,20 +295,7 @@ TEST_P(AlgorithmMathMultiParam, EachParameterFollowsItsOwnModel) {
   Settings settings;
   settings.momentum = momentum == Momentum::kNone ? 0.0 : 0.9;
   settings.nesterov = momentum == Momentum::kNesterov;
-  auto options = downhill::Options()
-                     .learning_rate(settings.learning_rate)
-                     .rms_regularizer(settings.rms_regularizer)
-                     .rms_halflife(settings.rms_halflife)
-                     .beta1_halflife(settings.beta1_halflife)
-                     .beta2_halflife(settings.beta2_halflife)
-                     .rprop_increase(settings.rprop_increase)
-                     .rprop_decrease(settings.rprop_decrease)
-                     .rprop_min_step(settings.rprop_min_step)
-                     .rprop_max_step(settings.rprop_max_step)
-                     .momentum(settings.momentum)
-                     .nesterov(settings.nesterov)
-                     .max_gradient_norm(clip ? kMultiMaxNorm : 0.0)
-                     .fused(fused);
+  auto options = options_of(settings).max_gradient_norm(clip ? kMultiMaxNorm : 0.0).fused(fused);
 
   const auto& specs = multi_params();
   std::vector<downhill::Params::Entry> entries;
