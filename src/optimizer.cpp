@@ -162,8 +162,52 @@ void check_evaluation(const Evaluation& evaluation) {
 
 }  // namespace
 
+// An algorithm written as an Optimizer subclass, seen as a rule: its virtual hooks.
+class Optimizer::HookRule final : public detail::UpdateRule {
+ public:
+  explicit HookRule(Optimizer& owner) : owner_(owner) {}
+  std::string name() const override { return owner_.name_; }
+  std::vector<std::string> state_names() const override { return owner_.state_names(); }
+  at::Tensor initial_state(size_t slot, const at::Tensor& param, const Options&) const override {
+    return owner_.initial_state(slot, param);
+  }
+  // The subclass overrides Optimizer::needs_hessian_vector_products() itself.
+  bool needs_hessian_vector_products() const override { return false; }
+  bool forces_nesterov() const override { return false; }
+  void begin_update(const Options&, int64_t) override { owner_.begin_update(); }
+  void update(const detail::ParamTensors& target, const detail::ChainSettings& chain,
+              bool fused) override {
+    if (fused && owner_.fused_update(target.index, target.grad, target.hv, chain.grad_scale,
+                                     chain.clip_elem)) {
+      return;
+    }
+    const auto clipped = detail::clip_reference(target.grad, chain.grad_scale, chain.clip_elem);
+    const auto update = owner_.compute_update(target.index, clipped, target.hv, *target.slots);
+    auto param = target.param;
+    torch::Tensor none;
+    detail::momentum_reference(param, target.velocity ? *target.velocity : none, update,
+                               chain.momentum, chain.nesterov);
+  }
+
+ private:
+  Optimizer& owner_;
+};
+
 Optimizer::Optimizer(std::string name, Loss loss, Params params, Options options)
     : name_(std::move(name)),
+      rule_(std::make_unique<HookRule>(*this)),
+      loss_(std::move(loss)),
+      params_(std::move(params)),
+      options_(std::move(options)) {
+  options_.validate();
+  check_params(params_, static_cast<bool>(loss_));
+  check_overlaps(params_);
+}
+
+Optimizer::Optimizer(Loss loss, Params params, Options options,
+                     std::unique_ptr<detail::UpdateRule> rule)
+    : name_(rule->name()),
+      rule_(std::move(rule)),
       loss_(std::move(loss)),
       params_(std::move(params)),
       options_(std::move(options)) {
@@ -174,20 +218,53 @@ Optimizer::Optimizer(std::string name, Loss loss, Params params, Options options
 
 Optimizer::~Optimizer() = default;
 
+bool Optimizer::needs_hessian_vector_products() const {
+  return rule_->needs_hessian_vector_products();
+}
+
+bool Optimizer::nesterov() const { return options_.nesterov() || rule_->forces_nesterov(); }
+
 torch::Tensor Optimizer::initial_state(size_t /*slot*/, const torch::Tensor& param) const {
   return torch::zeros_like(param, at::MemoryFormat::Contiguous);
 }
 
+namespace detail {
+
+namespace {
+// What build() returns for a rule: the Optimizer with no subclass hooks of its own.
+class RuleOptimizer final : public Optimizer {
+ public:
+  RuleOptimizer(Loss loss, Params params, Options options, std::unique_ptr<UpdateRule> rule)
+      : Optimizer(std::move(loss), std::move(params), std::move(options), std::move(rule)) {}
+
+ protected:
+  // The hook of subclass algorithms; the rule's chain runs instead, so it is never called.
+  at::Tensor compute_update(size_t, const at::Tensor&, const at::Tensor&,
+                            std::vector<at::Tensor>&) override {
+    throw std::logic_error("downhill: compute_update() of a rule's optimizer was called");
+  }
+};
+}  // namespace
+
+std::unique_ptr<Optimizer> make_rule_optimizer(Loss loss, Params params, Options options,
+                                               std::unique_ptr<UpdateRule> rule) {
+  if (!rule) throw std::invalid_argument("downhill: make_rule_optimizer needs a rule");
+  return std::make_unique<RuleOptimizer>(std::move(loss), std::move(params), std::move(options),
+                                         std::move(rule));
+}
+
+}  // namespace detail
+
 void Optimizer::ensure_state() {
   if (!state_.empty()) return;
   torch::NoGradGuard no_grad;
-  const auto names = state_names();
+  const auto names = rule_->state_names();
   state_.resize(params_.size());
   velocity_.resize(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) {
     const auto param = params_.tensor(i).detach();
     for (size_t slot = 0; slot < names.size(); ++slot) {
-      state_[i].push_back(initial_state(slot, param).contiguous());
+      state_[i].push_back(rule_->initial_state(slot, param, options_).contiguous());
     }
     if (options_.momentum() > 0) {
       velocity_[i] = torch::zeros_like(param, at::MemoryFormat::Contiguous);
@@ -198,7 +275,7 @@ void Optimizer::ensure_state() {
 NamedTensors Optimizer::state() {
   ensure_state();
   NamedTensors out;
-  const auto names = state_names();
+  const auto names = rule_->state_names();
   for (size_t i = 0; i < params_.size(); ++i) {
     for (size_t slot = 0; slot < names.size(); ++slot) {
       out.emplace_back(params_.name(i) + "." + names[slot], state_[i][slot]);
@@ -267,20 +344,25 @@ bool Optimizer::apply_checked(const std::vector<torch::Tensor>& grads,
 
   torch::NoGradGuard no_grad;
   ensure_state();
-  begin_update();
-  const double clip_elem = already_clipped ? 0.0 : options_.max_gradient_elem();
-  const double max_norm = already_clipped || clip_elem > 0 ? 0.0 : options_.max_gradient_norm();
+  rule_->begin_update(options_, update_count_ + 1);
+  detail::ChainSettings chain;
+  chain.clip_elem = already_clipped ? 0.0 : options_.max_gradient_elem();
+  chain.momentum = options_.momentum();
+  chain.nesterov = nesterov();
+  const double max_norm =
+      already_clipped || chain.clip_elem > 0 ? 0.0 : options_.max_gradient_norm();
   for (size_t i = 0; i < params_.size(); ++i) {
-    auto param = params_.tensor(i);
-    const torch::Tensor hv = hvs.empty() ? torch::Tensor() : hvs[i];
-    const double scale = detail::norm_clip_scale(norms[i], max_norm);
-    if (!options_.fused() || !fused_update(i, grads[i], hv, scale, clip_elem)) {
-      const auto clipped = detail::clip_reference(grads[i], scale, clip_elem);
-      const auto update = compute_update(i, clipped, hv, state_[i]);
-      detail::momentum_reference(param, velocity_[i], update, options_.momentum(), nesterov());
-    }
+    detail::ParamTensors target;
+    target.index = i;
+    target.param = params_.tensor(i);
+    target.grad = grads[i];
+    if (!hvs.empty()) target.hv = hvs[i];
+    target.velocity = velocity_[i].defined() ? &velocity_[i] : nullptr;
+    target.slots = &state_[i];
+    chain.grad_scale = detail::norm_clip_scale(norms[i], max_norm);
+    rule_->update(target, chain, options_.fused());
     // The fused kernels write through raw pointers; tell autograd the tensor changed.
-    torch::autograd::impl::bump_version(param);
+    torch::autograd::impl::bump_version(target.param);
   }
   ++update_count_;
   last_update_applied_ = true;

@@ -13,13 +13,19 @@ namespace downhill {
 
 namespace {
 
+// A built-in algorithm's factory: the Optimizer facade over its rule.
+template <std::unique_ptr<detail::UpdateRule> (*make_rule)()>
+std::unique_ptr<Optimizer> make_builtin(Loss loss, Params params, Options options) {
+  return detail::make_rule_optimizer(std::move(loss), std::move(params), std::move(options),
+                                     make_rule());
+}
+
 struct Registry {
   std::mutex mutex;
   std::map<std::string, Factory> factories{
-      {"sgd", detail::make_sgd},         {"nag", detail::make_nag},
-      {"rprop", detail::make_rprop},     {"rmsprop", detail::make_rmsprop},
-      {"adagrad", detail::make_adagrad}, {"adadelta", detail::make_adadelta},
-      {"esgd", detail::make_esgd},       {"adam", detail::make_adam},
+#define DOWNHILL_BUILTIN_FACTORY(id) {#id, make_builtin<detail::make_##id##_rule>},
+      DOWNHILL_BUILTIN_ALGORITHMS(DOWNHILL_BUILTIN_FACTORY)
+#undef DOWNHILL_BUILTIN_FACTORY
   };
 };
 
@@ -68,6 +74,16 @@ void register_algorithm(std::string_view name, Factory factory) {
                                 "' is already registered");
   }
 }
+
+namespace detail {
+std::vector<std::string> builtin_algorithm_names() {
+  return {
+#define DOWNHILL_BUILTIN_NAME(id) #id,
+      DOWNHILL_BUILTIN_ALGORITHMS(DOWNHILL_BUILTIN_NAME)
+#undef DOWNHILL_BUILTIN_NAME
+  };
+}
+}  // namespace detail
 
 std::vector<std::string> algorithm_names() {
   auto& r = registry();

@@ -47,7 +47,7 @@ bool cpu_has_avx2() {
 #endif
 }
 
-bool fused_eligible(const FusedTarget& target) {
+bool fused_eligible(const ParamTensors& target) {
   const auto dtype = target.param.scalar_type();
   if (dtype != at::kFloat && dtype != at::kDouble) return false;
   auto fits = [&](const at::Tensor& t) {

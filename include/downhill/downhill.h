@@ -14,3 +14,4 @@
 #include <downhill/options.h>
 #include <downhill/params.h>
 #include <downhill/registry.h>
+#include <downhill/rule.h>

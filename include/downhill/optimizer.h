@@ -8,6 +8,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -19,6 +20,8 @@ class Dataset;
 class Iteration;
 
 namespace detail {
+class UpdateRule;
+
 /// Internal: the loop's pass in progress — steps taken, updates skipped and the
 /// sample-weighted monitor sums so far. A run stopped inside a pass (Ctrl-C, divergence)
 /// checkpoints it, so that the resumed run finishes that pass rather than starting it over.
@@ -56,7 +59,7 @@ class Optimizer {
   std::vector<torch::Tensor> tensors() const { return params_.tensors(); }
   const Options& options() const noexcept { return options_; }
   /// Whether apply() needs Hessian-vector products (ESGD).
-  virtual bool needs_hessian_vector_products() const { return false; }
+  virtual bool needs_hessian_vector_products() const;
 
   /// Applies one update from gradients you computed (one per parameter, in the
   /// order of params()): clipping, the algorithm and momentum. Throws
@@ -108,9 +111,13 @@ class Optimizer {
   void load_checkpoint(const std::string& path);
 
  protected:
-  /// `loss` may be empty for an optimizer that is only used through apply().
-  /// Validates `options` and the parameters; throws std::invalid_argument.
+  /// An algorithm written as a subclass: the hooks below are its rule. `loss` may be empty
+  /// for an optimizer that is only used through apply(). Validates `options` and the
+  /// parameters; throws std::invalid_argument. (A rule type, downhill/rule.h, is shorter
+  /// and gets the fused path with clipping and momentum.)
   Optimizer(std::string name, Loss loss, Params params, Options options);
+  /// An algorithm given as a rule (downhill/rule.h); its name is the rule's.
+  Optimizer(Loss loss, Params params, Options options, std::unique_ptr<detail::UpdateRule> rule);
 
   /// The algorithm's state slots per parameter, e.g. {"f", "G"}.
   virtual std::vector<std::string> state_names() const { return {}; }
@@ -138,10 +145,11 @@ class Optimizer {
   /// The momentum velocity of parameter `index` (undefined when momentum is 0).
   torch::Tensor& velocity(size_t index) { return velocity_[index]; }
   /// Whether this update uses Nesterov momentum (NAG forces it on).
-  virtual bool nesterov() const { return options_.nesterov(); }
+  virtual bool nesterov() const;
 
  private:
   friend class Iteration;
+  class HookRule;  // the hooks above as an UpdateRule
   void ensure_state();
   void check_gradients(const std::vector<torch::Tensor>& grads, const char* what) const;
   bool apply_checked(const std::vector<torch::Tensor>& grads, const std::vector<torch::Tensor>& hvs,
@@ -174,6 +182,7 @@ class Optimizer {
   };
 
   std::string name_;
+  std::unique_ptr<detail::UpdateRule> rule_;
   Loss loss_;
   Params params_;
   Options options_;

@@ -6,49 +6,28 @@ namespace downhill::detail {
 
 namespace {
 
-class Adadelta final : public BuiltinOptimizer {
- public:
-  Adadelta(Loss loss, Params params, Options options)
-      : BuiltinOptimizer("ADADELTA", std::move(loss), std::move(params), std::move(options)) {}
+template <typename V>
+struct Adadelta {
+  static constexpr const char* name = "ADADELTA";
+  static constexpr std::array<const char*, 2> state = {"G", "X"};
 
- protected:
-  std::vector<std::string> state_names() const override { return {"G", "X"}; }
+  V eps, gamma, rest;
+  explicit Adadelta(const RuleContext& c)
+      : eps(c.constant<V>(c.options().rms_regularizer())),
+        gamma(c.constant<V>(ewma_weight(c.options().rms_halflife()))),
+        rest(c.constant<V>(1 - ewma_weight(c.options().rms_halflife()))) {}
 
-  at::Tensor compute_update(size_t, const at::Tensor& grad, const at::Tensor&,
-                            std::vector<at::Tensor>& state) override {
-    auto& grad_square = state[0];
-    auto& step_square = state[1];
-    const double gamma = ewma_weight(options().rms_halflife());
-    const double eps = options().rms_regularizer();
-    grad_square.mul_(gamma).addcmul_(grad, grad, 1 - gamma);
-    auto update = grad * (step_square + eps).sqrt() / (grad_square + eps).sqrt();
-    step_square.mul_(gamma).addcmul_(update, update, 1 - gamma);
+  V operator()(const V& g, std::array<V, 2>& s) const {
+    auto& [grad_square, step_square] = s;
+    grad_square = grad_square * gamma + rest * g * g;
+    const V update = g * lanes::sqrt(step_square + eps) / lanes::sqrt(grad_square + eps);
+    step_square = step_square * gamma + rest * update * update;
     return update;
-  }
-
-  bool fused_update(size_t index, const at::Tensor& grad, const at::Tensor& hv, double grad_scale,
-                    double clip_elem) override {
-    const double eps = options().rms_regularizer();
-    const double gamma = ewma_weight(options().rms_halflife());
-    return run_kernel(index, grad, hv, grad_scale, clip_elem, [=](auto scalar) {
-      using T = typename decltype(scalar)::type;
-      return [eps = static_cast<T>(eps), gamma = static_cast<T>(gamma),
-              rest = static_cast<T>(1 - gamma)](T g, int64_t i, const KernelData<T>& data) {
-        T& grad_square = data.slot0[i];
-        T& step_square = data.slot1[i];
-        grad_square = grad_square * gamma + rest * g * g;
-        const T update = g * std::sqrt(step_square + eps) / std::sqrt(grad_square + eps);
-        step_square = step_square * gamma + rest * update * update;
-        return update;
-      };
-    });
   }
 };
 
 }  // namespace
 
-std::unique_ptr<Optimizer> make_adadelta(Loss loss, Params params, Options options) {
-  return std::make_unique<Adadelta>(std::move(loss), std::move(params), std::move(options));
-}
+DOWNHILL_DEFINE_BUILTIN(adadelta, Adadelta)
 
 }  // namespace downhill::detail

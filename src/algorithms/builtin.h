@@ -1,48 +1,28 @@
 #pragma once
-// What the built-in algorithms share: the factories registry.cpp lists, and a
-// base class that hands a kernel to the fused driver.
+// The built-in algorithms: one list, which the registry and the tests read. A new
+// algorithm is its own file under src/algorithms/ and one name added here.
 
-#include <downhill/optimizer.h>
+#include <downhill/rule.h>
 
 #include <memory>
 #include <string>
-#include <utility>
+#include <vector>
 
-#include "update_stages.h"
+/// X(id) for every built-in algorithm, in the order tests and docs list them.
+#define DOWNHILL_BUILTIN_ALGORITHMS(X) \
+  X(sgd) X(nag) X(rprop) X(rmsprop) X(adagrad) X(adadelta) X(esgd) X(adam)
 
 namespace downhill::detail {
 
-/// Base of the built-in algorithms: builds the fused driver's target for a parameter.
-class BuiltinOptimizer : public Optimizer {
- protected:
-  using Optimizer::Optimizer;
+#define DOWNHILL_DECLARE_BUILTIN(id) std::unique_ptr<UpdateRule> make_##id##_rule();
+DOWNHILL_BUILTIN_ALGORITHMS(DOWNHILL_DECLARE_BUILTIN)
+#undef DOWNHILL_DECLARE_BUILTIN
 
-  /// Runs `make_kernel`'s elementwise kernel over parameter `index` in one fused pass
-  /// (clipping and momentum included); false when the fused path does not apply.
-  template <typename MakeKernel>
-  bool run_kernel(size_t index, const at::Tensor& grad, const at::Tensor& hv, double grad_scale,
-                  double clip_elem, MakeKernel&& make_kernel) {
-    FusedTarget target;
-    target.param = params().tensor(index);
-    target.grad = grad;
-    target.hv = hv;
-    target.velocity = options().momentum() > 0 ? &velocity(index) : nullptr;
-    target.slots = &slots(index);
-    target.grad_scale = grad_scale;
-    target.clip_elem = clip_elem;
-    target.momentum = options().momentum();
-    target.nesterov = nesterov();
-    return run_fused(target, std::forward<MakeKernel>(make_kernel));
-  }
-};
+/// Defines make_<id>_rule() for the rule template `Rule`, in the rule's file.
+#define DOWNHILL_DEFINE_BUILTIN(id, Rule) \
+  std::unique_ptr<UpdateRule> make_##id##_rule() { return std::make_unique<RuleRunner<Rule>>(); }
 
-std::unique_ptr<Optimizer> make_sgd(Loss loss, Params params, Options options);
-std::unique_ptr<Optimizer> make_nag(Loss loss, Params params, Options options);
-std::unique_ptr<Optimizer> make_rprop(Loss loss, Params params, Options options);
-std::unique_ptr<Optimizer> make_rmsprop(Loss loss, Params params, Options options);
-std::unique_ptr<Optimizer> make_adagrad(Loss loss, Params params, Options options);
-std::unique_ptr<Optimizer> make_adadelta(Loss loss, Params params, Options options);
-std::unique_ptr<Optimizer> make_esgd(Loss loss, Params params, Options options);
-std::unique_ptr<Optimizer> make_adam(Loss loss, Params params, Options options);
+/// The built-in algorithms' names, lower case, in the list's order.
+std::vector<std::string> builtin_algorithm_names();
 
 }  // namespace downhill::detail

@@ -1,23 +1,19 @@
-// NAG: SGD with Nesterov momentum forced on.
+// NAG: SGD with Nesterov momentum always on.
 #include "algorithms/sgd.h"
 
 namespace downhill::detail {
 
 namespace {
 
-class Nag final : public Sgd {
- public:
-  Nag(Loss loss, Params params, Options options)
-      : Sgd(std::move(loss), std::move(params), std::move(options), "NAG") {}
-
- protected:
-  bool nesterov() const override { return true; }
+template <typename V>
+struct Nag : Sgd<V> {
+  static constexpr const char* name = "NAG";
+  static constexpr bool kNesterov = true;
+  using Sgd<V>::Sgd;
 };
 
 }  // namespace
 
-std::unique_ptr<Optimizer> make_nag(Loss loss, Params params, Options options) {
-  return std::make_unique<Nag>(std::move(loss), std::move(params), std::move(options));
-}
+DOWNHILL_DEFINE_BUILTIN(nag, Nag)
 
 }  // namespace downhill::detail

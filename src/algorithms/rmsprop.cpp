@@ -6,49 +6,31 @@ namespace downhill::detail {
 
 namespace {
 
-class RmsProp final : public BuiltinOptimizer {
- public:
-  RmsProp(Loss loss, Params params, Options options)
-      : BuiltinOptimizer("RMSProp", std::move(loss), std::move(params), std::move(options)) {}
+template <typename V>
+struct RmsProp {
+  static constexpr const char* name = "RMSProp";
+  static constexpr std::array<const char*, 2> state = {"f", "G"};
 
- protected:
-  std::vector<std::string> state_names() const override { return {"f", "G"}; }
+  V lr, eps, gamma, rest, zero;
+  explicit RmsProp(const RuleContext& c)
+      : lr(c.constant<V>(c.learning_rate())),
+        eps(c.constant<V>(c.options().rms_regularizer())),
+        gamma(c.constant<V>(ewma_weight(c.options().rms_halflife()))),
+        rest(c.constant<V>(1 - ewma_weight(c.options().rms_halflife()))),
+        zero(c.constant<V>(0.0)) {}
 
-  at::Tensor compute_update(size_t, const at::Tensor& grad, const at::Tensor&,
-                            std::vector<at::Tensor>& state) override {
-    auto& mean = state[0];
-    auto& mean_square = state[1];
-    const double gamma = ewma_weight(options().rms_halflife());
-    mean.mul_(gamma).add_(grad, 1 - gamma);
-    mean_square.mul_(gamma).addcmul_(grad, grad, 1 - gamma);
-    // G − f² ≥ 0 in exact arithmetic; the clamp keeps rounding from making it a NaN.
-    const auto variance = (mean_square - mean.square()).clamp_min(0);
-    return grad * options().learning_rate() / (variance + options().rms_regularizer()).sqrt();
-  }
-
-  bool fused_update(size_t index, const at::Tensor& grad, const at::Tensor& hv, double grad_scale,
-                    double clip_elem) override {
-    const double lr = options().learning_rate(), eps = options().rms_regularizer();
-    const double gamma = ewma_weight(options().rms_halflife());
-    return run_kernel(index, grad, hv, grad_scale, clip_elem, [=](auto scalar) {
-      using T = typename decltype(scalar)::type;
-      return [lr = static_cast<T>(lr), eps = static_cast<T>(eps), gamma = static_cast<T>(gamma),
-              rest = static_cast<T>(1 - gamma)](T g, int64_t i, const KernelData<T>& data) {
-        T& mean = data.slot0[i];
-        T& mean_square = data.slot1[i];
-        mean = mean * gamma + rest * g;
-        mean_square = mean_square * gamma + rest * g * g;
-        const T variance = std::max(mean_square - mean * mean, T(0));
-        return g * lr / std::sqrt(variance + eps);
-      };
-    });
+  V operator()(const V& g, std::array<V, 2>& s) const {
+    auto& [mean, mean_square] = s;
+    mean = mean * gamma + rest * g;
+    mean_square = mean_square * gamma + rest * g * g;
+    // G − f² ≥ 0 in exact arithmetic; the max keeps rounding from making it a NaN.
+    const V variance = lanes::max(mean_square - mean * mean, zero);
+    return g * lr / lanes::sqrt(variance + eps);
   }
 };
 
 }  // namespace
 
-std::unique_ptr<Optimizer> make_rmsprop(Loss loss, Params params, Options options) {
-  return std::make_unique<RmsProp>(std::move(loss), std::move(params), std::move(options));
-}
+DOWNHILL_DEFINE_BUILTIN(rmsprop, RmsProp)
 
 }  // namespace downhill::detail

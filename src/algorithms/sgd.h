@@ -1,19 +1,17 @@
 #pragma once
-// SGD, which NAG extends.
+// SGD: u = lr·g. NAG is SGD with Nesterov momentum.
 
 #include "algorithms/builtin.h"
 
 namespace downhill::detail {
 
-class Sgd : public BuiltinOptimizer {
- public:
-  Sgd(Loss loss, Params params, Options options, std::string name = "SGD");
-
- protected:
-  at::Tensor compute_update(size_t index, const at::Tensor& grad, const at::Tensor& hv,
-                            std::vector<at::Tensor>& state) override;
-  bool fused_update(size_t index, const at::Tensor& grad, const at::Tensor& hv, double grad_scale,
-                    double clip_elem) override;
+template <typename V>
+struct Sgd {
+  static constexpr const char* name = "SGD";
+  static constexpr std::array<const char*, 0> state = {};
+  V lr;
+  explicit Sgd(const RuleContext& c) : lr(c.constant<V>(c.learning_rate())) {}
+  V operator()(const V& g, std::array<V, 0>& /*state*/) const { return g * lr; }
 };
 
 }  // namespace downhill::detail

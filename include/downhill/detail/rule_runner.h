@@ -1,0 +1,396 @@
+#pragma once
+// The update chain around a rule — gradient clipping → the rule → momentum — as one
+// body, run either as the fused single-pass CPU kernel (one element at a time,
+// vectorized) or as the tensor-op reference (whole tensors, any device). Installed
+// because a user's rule is instantiated here, in the user's code (downhill/rule.h).
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <downhill/lanes.h>
+#include <downhill/options.h>
+#include <downhill/rule_context.h>
+
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace downhill::detail {
+
+/// How the chain treats one parameter's gradient in this update.
+struct ChainSettings {
+  double grad_scale = 1.0;  // the per-parameter norm-clipping factor (1: none)
+  double clip_elem = 0.0;   // > 0: clamp each element to ±clip_elem instead
+  double momentum = 0.0;
+  bool nesterov = false;
+};
+
+/// One parameter's tensors for an update. Slots and velocity are the live state.
+struct ParamTensors {
+  size_t index = 0;  // in the optimizer's params()
+  at::Tensor param;
+  at::Tensor grad;
+  at::Tensor hv;                   // undefined unless the rule uses it
+  at::Tensor* velocity = nullptr;  // null when momentum is 0
+  std::vector<at::Tensor>* slots = nullptr;
+};
+
+/// What the update engine asks of an algorithm. RuleRunner<Rule> implements it for a
+/// rule type; the engine owns one per optimizer.
+class UpdateRule {
+ public:
+  virtual ~UpdateRule() = default;
+  /// The display name, e.g. "Adam".
+  virtual std::string name() const = 0;
+  /// The names of the rule's state tensors per parameter, e.g. {"m", "v"}.
+  virtual std::vector<std::string> state_names() const = 0;
+  virtual at::Tensor initial_state(size_t slot, const at::Tensor& param,
+                                   const Options& options) const = 0;
+  virtual bool needs_hessian_vector_products() const = 0;
+  /// Whether the rule always uses Nesterov momentum (NAG).
+  virtual bool forces_nesterov() const = 0;
+  /// Called once per update, before any parameter: `update` is 1 for the first.
+  virtual void begin_update(const Options& options, int64_t update) = 0;
+  /// Runs the chain over one parameter: fused when `fused` and the tensors allow it.
+  virtual void update(const ParamTensors& target, const ChainSettings& chain, bool fused) = 0;
+};
+
+/// Whether this CPU (and its operating system) runs AVX2 code; checked once.
+bool cpu_has_avx2();
+
+/// Whether the fused kernel applies: every tensor contiguous, on the CPU, of the
+/// parameter's dtype, which is float or double.
+bool fused_eligible(const ParamTensors& target);
+
+/// Elements per task when a fused update is split across threads: large enough
+/// that a task outlasts the cost of waking a thread (several microseconds), small
+/// enough that two threads share a parameter of a few hundred thousand elements.
+inline constexpr int64_t kFusedGrain = 1 << 16;
+
+/// `scale` as two factors of T's normal range whose product is `scale` (the second an
+/// exact power of two, 1 when `scale` alone is normal), so that multiplying by one then
+/// the other rounds once, as multiplying by the exact scale would. One factor alone
+/// would fall below T's normal range, losing digits, for gradients near T's largest value.
+template <typename T>
+std::pair<T, T> split_scale(double scale) {
+  constexpr int kTailExponent = std::numeric_limits<T>::min_exponent + 8;  // still normal
+  const double tail = std::ldexp(1.0, kTailExponent);
+  if (scale == 0 || scale >= tail) return {static_cast<T>(scale), T(1)};
+  return {static_cast<T>(scale / tail), static_cast<T>(tail)};
+}
+
+// ---- Stages: each a small type with one body for elements and tensors alike. ----
+
+/// Clipping by element: g limited to [−c, c].
+template <typename V>
+struct ClipElements {
+  V low, high;
+  V operator()(const V& g) const { return lanes::clamp(g, low, high); }
+};
+
+/// Clipping by norm: g times min(1, c / ‖g‖), as two factors (split_scale).
+template <typename V>
+struct ScaleGradient {
+  V scale, tail;
+  V operator()(const V& g) const { return g * scale * tail; }
+};
+
+/// No momentum: p ← p − u.
+template <typename V>
+struct PlainStep {
+  static constexpr bool kUsesVelocity = false;
+  void operator()(V& p, V& /*w*/, const V& u) const { p = p - u; }
+};
+
+/// Momentum: w ← μw − u; p ← p + w.
+template <typename V>
+struct MomentumStep {
+  static constexpr bool kUsesVelocity = true;
+  V mu;
+  void operator()(V& p, V& w, const V& u) const {
+    w = mu * w - u;
+    p = p + w;
+  }
+};
+
+/// Nesterov momentum, in the form that needs no look-ahead gradient:
+/// w ← μ²w − (1+μ)u; p ← p + w.
+template <typename V>
+struct NesterovStep {
+  static constexpr bool kUsesVelocity = true;
+  V mu_squared, one_plus_mu;
+  void operator()(V& p, V& w, const V& u) const {
+    w = mu_squared * w - one_plus_mu * u;
+    p = p + w;
+  }
+};
+
+/// The number of state tensors a rule keeps per parameter.
+template <typename RuleT>
+inline constexpr size_t kStateSize = std::tuple_size_v<std::decay_t<decltype(RuleT::state)>>;
+
+/// Whether a rule's body takes the Hessian-vector product: u = rule(g, hv, state).
+template <typename RuleT, typename V>
+inline constexpr bool kTakesHessianVectorProducts =
+    std::is_invocable_v<const RuleT&, const V&, const V&, std::array<V, kStateSize<RuleT>>&>;
+
+/// The whole update of one element (or one tensor): the gradient stage, the rule, then
+/// the step stage. New stages go here: a global-norm scale before the rule, weight decay
+/// and a schedule's scale between the rule and the step.
+template <typename V, typename RuleT, typename GradientStage, typename StepStage>
+struct Chain {
+  static constexpr size_t kSlots = kStateSize<RuleT>;
+  static constexpr bool kHessian = kTakesHessianVectorProducts<RuleT, V>;
+  static constexpr bool kUsesVelocity = StepStage::kUsesVelocity;
+  using State = std::array<V, kSlots>;
+
+  RuleT rule;
+  GradientStage gradient;
+  StepStage step;
+
+  void operator()(const V& g, const V& hv, V& p, V& w, State& state) const {
+    const V clipped = gradient(g);
+    V u;
+    if constexpr (kHessian) {
+      u = rule(clipped, hv, state);
+    } else {
+      u = rule(clipped, state);
+    }
+    step(p, w, u);
+  }
+};
+
+/// Builds the chain's stages for `settings` in value type V and calls `run(chain)`:
+/// one instantiation per combination of stages, chosen once per parameter and update.
+template <typename V, typename RuleT, typename Run>
+void with_chain(const RuleT& rule, const ChainSettings& settings, const RuleContext& context,
+                at::ScalarType dtype, Run&& run) {
+  auto constant = [&](double value) { return context.constant<V>(value); };
+  auto visit = [&](const auto& gradient) {
+    using Gradient = std::decay_t<decltype(gradient)>;
+    const double mu = settings.momentum;
+    if (mu == 0) {
+      run(Chain<V, RuleT, Gradient, PlainStep<V>>{rule, gradient, {}});
+    } else if (settings.nesterov) {
+      run(Chain<V, RuleT, Gradient, NesterovStep<V>>{
+          rule, gradient, {constant(mu * mu), constant(1.0 + mu)}});
+    } else {
+      run(Chain<V, RuleT, Gradient, MomentumStep<V>>{rule, gradient, {constant(mu)}});
+    }
+  };
+  if (settings.clip_elem > 0) {
+    visit(ClipElements<V>{constant(-settings.clip_elem), constant(settings.clip_elem)});
+    return;
+  }
+  const auto [scale, tail] = dtype == at::kFloat ? [&] {
+    const auto [s, t] = split_scale<float>(settings.grad_scale);
+    return std::pair<double, double>(s, t);
+  }()
+                                                 : split_scale<double>(settings.grad_scale);
+  visit(ScaleGradient<V>{constant(scale), constant(tail)});
+}
+
+// ---- The fused kernel ----
+
+/// The raw pointers of one parameter's fused update, shared by every task.
+template <typename T, size_t kSlots>
+struct FusedPointers {
+  T* param = nullptr;
+  const T* grad = nullptr;
+  const T* hv = nullptr;
+  T* velocity = nullptr;
+  std::array<T*, kSlots> slots{};
+};
+
+/// The chain over elements [begin, end): one read and one write of each array.
+/// Inlined into one copy per instruction set below, where the compiler vectorizes it.
+template <typename T, typename ChainT>
+[[gnu::always_inline]] inline void fused_range(const ChainT& chain,
+                                               const FusedPointers<T, ChainT::kSlots>& pointers,
+                                               int64_t begin, int64_t end) {
+  // Local copies: the compiler then sees that no store in the loop changes the
+  // chain's constants or the pointers, so it keeps them in registers, and it can
+  // turn the body's conditionals into selects.
+  const ChainT local = chain;
+  T* __restrict p = pointers.param;
+  const T* __restrict g = pointers.grad;
+  const T* __restrict hv = pointers.hv;
+  T* __restrict w = pointers.velocity;
+  const std::array<T*, ChainT::kSlots> slots = pointers.slots;
+#pragma GCC ivdep
+  for (int64_t i = begin; i < end; ++i) {
+    typename ChainT::State state;
+    for (size_t k = 0; k < ChainT::kSlots; ++k) state[k] = slots[k][i];
+    T pi = p[i];
+    T wi = T(0);
+    if constexpr (ChainT::kUsesVelocity) wi = w[i];
+    T hvi = T(0);
+    if constexpr (ChainT::kHessian) hvi = hv[i];
+    local(g[i], hvi, pi, wi, state);
+    p[i] = pi;
+    if constexpr (ChainT::kUsesVelocity) w[i] = wi;
+    for (size_t k = 0; k < ChainT::kSlots; ++k) slots[k][i] = state[k];
+  }
+}
+
+// One out-of-line copy of the loop per instruction set. The AVX2 copy handles 8
+// floats per instruction (SSE2, the x86-64 baseline, 4), which matters for the
+// rules with a division and a square root; it runs only where cpu_has_avx2().
+// No FMA: a fused multiply-add would round differently from the tensor reference.
+template <typename T, typename ChainT>
+[[gnu::noinline]] void fused_range_baseline(const ChainT& chain,
+                                            const FusedPointers<T, ChainT::kSlots>& pointers,
+                                            int64_t begin, int64_t end) {
+  fused_range<T>(chain, pointers, begin, end);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define DOWNHILL_HAS_AVX2_PATH 1
+template <typename T, typename ChainT>
+[[gnu::noinline, gnu::target("avx2")]] void fused_range_avx2(
+    const ChainT& chain, const FusedPointers<T, ChainT::kSlots>& pointers, int64_t begin,
+    int64_t end) {
+  fused_range<T>(chain, pointers, begin, end);
+}
+#endif
+
+/// Runs `chain` over every element of `target`, split across threads when large.
+template <typename T, typename ChainT>
+void run_fused(const ChainT& chain, const ParamTensors& target) {
+  FusedPointers<T, ChainT::kSlots> pointers;
+  pointers.param = target.param.data_ptr<T>();
+  pointers.grad = target.grad.data_ptr<T>();
+  if constexpr (ChainT::kHessian) pointers.hv = target.hv.data_ptr<T>();
+  if constexpr (ChainT::kUsesVelocity) pointers.velocity = target.velocity->data_ptr<T>();
+  for (size_t k = 0; k < ChainT::kSlots; ++k) pointers.slots[k] = (*target.slots)[k].data_ptr<T>();
+
+  auto range = &fused_range_baseline<T, ChainT>;
+#ifdef DOWNHILL_HAS_AVX2_PATH
+  if (cpu_has_avx2()) range = &fused_range_avx2<T, ChainT>;
+#endif
+  const int64_t n = target.param.numel();
+  if (n <= kFusedGrain) {
+    range(chain, pointers, 0, n);  // small: no thread pool round trip
+    return;
+  }
+  at::parallel_for(0, n, kFusedGrain,
+                   [&](int64_t begin, int64_t end) { range(chain, pointers, begin, end); });
+}
+
+// ---- The tensor reference ----
+
+/// Runs `chain` on whole tensors, then writes the results into the live tensors.
+template <typename ChainT>
+void run_reference(const ChainT& chain, const ParamTensors& target) {
+  at::Tensor p = target.param;
+  at::Tensor w = target.velocity ? *target.velocity : at::Tensor();
+  typename ChainT::State state;
+  for (size_t k = 0; k < ChainT::kSlots; ++k) state[k] = (*target.slots)[k];
+  chain(target.grad, target.hv, p, w, state);
+  target.param.copy_(p);
+  if constexpr (ChainT::kUsesVelocity) target.velocity->copy_(w);
+  for (size_t k = 0; k < ChainT::kSlots; ++k) {
+    auto& live = (*target.slots)[k];
+    if (!state[k].is_same(live)) live.copy_(state[k]);
+  }
+}
+
+// ---- A rule as the engine sees it ----
+
+/// The settings a rule takes besides the options: its nested `Settings` type, if any.
+template <typename RuleT>
+struct RuleSettings {
+  struct None {};
+  using type = None;
+};
+template <typename RuleT>
+requires requires { typename RuleT::Settings; }
+struct RuleSettings<RuleT> {
+  using type = typename RuleT::Settings;
+};
+
+/// UpdateRule for a rule template `Rule<V>` (downhill/rule.h describes what it provides).
+template <template <typename> class Rule>
+class RuleRunner final : public UpdateRule {
+ public:
+  using Settings = typename RuleSettings<Rule<float>>::type;
+
+  explicit RuleRunner(Settings settings = {}) : settings_(std::move(settings)) {}
+
+  std::string name() const override { return Rule<float>::name; }
+
+  std::vector<std::string> state_names() const override {
+    const auto& names = Rule<float>::state;
+    return std::vector<std::string>(names.begin(), names.end());
+  }
+
+  at::Tensor initial_state(size_t slot, const at::Tensor& param,
+                           const Options& options) const override {
+    double value = 0.0;
+    if constexpr (requires { Rule<float>::initial_value(slot, options); }) {
+      value = Rule<float>::initial_value(slot, options);
+    }
+    return at::full_like(param, value, at::MemoryFormat::Contiguous);
+  }
+
+  bool needs_hessian_vector_products() const override {
+    return kTakesHessianVectorProducts<Rule<float>, float>;
+  }
+
+  bool forces_nesterov() const override {
+    if constexpr (requires { Rule<float>::kNesterov; }) {
+      return Rule<float>::kNesterov;
+    } else {
+      return false;
+    }
+  }
+
+  void begin_update(const Options& options, int64_t update) override {
+    options_ = &options;
+    update_ = update;
+    float_rule_.emplace(make<float>(RuleContext(options, update, at::kFloat)));
+    double_rule_.emplace(make<double>(RuleContext(options, update, at::kDouble)));
+  }
+
+  void update(const ParamTensors& target, const ChainSettings& chain, bool fused) override {
+    const auto dtype = target.param.scalar_type();
+    const RuleContext context(*options_, update_, dtype);
+    if (fused && fused_eligible(target)) {
+      if (dtype == at::kFloat) {
+        with_chain<float>(*float_rule_, chain, context, dtype,
+                          [&](const auto& c) { run_fused<float>(c, target); });
+      } else {
+        with_chain<double>(*double_rule_, chain, context, dtype,
+                           [&](const auto& c) { run_fused<double>(c, target); });
+      }
+      return;
+    }
+    with_chain<at::Tensor>(make<at::Tensor>(context), chain, context, dtype,
+                           [&](const auto& c) { run_reference(c, target); });
+  }
+
+ private:
+  template <typename V>
+  Rule<V> make(const RuleContext& context) const {
+    if constexpr (std::is_constructible_v<Rule<V>, const RuleContext&, const Settings&>) {
+      return Rule<V>(context, settings_);
+    } else {
+      return Rule<V>(context);
+    }
+  }
+
+  Settings settings_;
+  const Options* options_ = nullptr;
+  int64_t update_ = 0;
+  std::optional<Rule<float>> float_rule_;
+  std::optional<Rule<double>> double_rule_;
+};
+
+}  // namespace downhill::detail

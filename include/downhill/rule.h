@@ -1,0 +1,73 @@
+#pragma once
+// Writing an algorithm: a rule type, registered by name, runs in the same update chain
+// as the built-in algorithms (clipping → the rule → momentum), fused into one pass over
+// each parameter's memory on the CPU and as tensor operations elsewhere.
+//
+// A rule is a class template over the value type V its body computes on — float or
+// double (one element, in the fused kernel) or at::Tensor (the tensor reference):
+//
+//   template <typename V>
+//   struct Lion {
+//     static constexpr const char* name = "Lion";                    // display name
+//     static constexpr std::array<const char*, 1> state = {"m"};     // named state
+//     V lr, beta1, rest1, beta2, rest2;                              // this update's constants
+//     explicit Lion(const downhill::RuleContext& c)
+//         : lr(c.constant<V>(c.learning_rate())), ... {}
+//     V operator()(const V& g, std::array<V, 1>& s) const {          // the body
+//       auto& [m] = s;
+//       const V u = lr * downhill::lanes::sign(beta1 * m + rest1 * g);
+//       m = beta2 * m + rest2 * g;
+//       return u;
+//     }
+//   };
+//   downhill::register_rule<Lion>();  // build("lion", ...) now finds it
+//
+// The body receives the clipped gradient g and the parameter's state (read before, written
+// after), and returns the update u; momentum then applies it (p ← p − u without momentum).
+// Write it with + − × ÷, comparisons, and downhill::lanes (select, sqrt, abs, min, max,
+// clamp, sign) so that it compiles for both value types; take every constant from the
+// context (RuleContext::constant) so that both round alike. Optional members:
+//   - `V operator()(const V& g, const V& hv, std::array<V, N>& s) const` instead: the
+//     rule needs Hessian-vector products (as ESGD), which step() computes;
+//   - `static double initial_value(size_t slot, const downhill::Options&)`: the state's
+//     initial value (0 otherwise);
+//   - `static constexpr bool kNesterov = true`: always use Nesterov momentum;
+//   - a nested `Settings` type and a constructor `(const RuleContext&, const Settings&)`:
+//     settings of the rule's own, given to register_rule.
+// docs/guide.md ("Writing an algorithm") has a complete example. Compile it with -O3 (or
+// -O2 -ftree-vectorize) for the fused kernel to be vectorized.
+
+#include <downhill/detail/rule_runner.h>
+#include <downhill/lanes.h>
+#include <downhill/optimizer.h>
+#include <downhill/registry.h>
+#include <downhill/rule_context.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace downhill {
+
+namespace detail {
+/// An Optimizer whose algorithm is `rule` (what build() returns for a registered rule).
+std::unique_ptr<Optimizer> make_rule_optimizer(Loss loss, Params params, Options options,
+                                               std::unique_ptr<UpdateRule> rule);
+}  // namespace detail
+
+/// Registers the rule template `Rule` under `name` (case-insensitive; Rule's own name when
+/// empty), with its `settings` when it has a nested Settings type, so that build() finds it
+/// and algorithm_names() lists it. Throws std::invalid_argument if the name is taken.
+template <template <typename> class Rule>
+void register_rule(std::string_view name = {},
+                   typename detail::RuleRunner<Rule>::Settings settings = {}) {
+  register_algorithm(name.empty() ? std::string_view(Rule<float>::name) : name,
+                     [settings](Loss loss, Params params, Options options) {
+                       return detail::make_rule_optimizer(
+                           std::move(loss), std::move(params), std::move(options),
+                           std::make_unique<detail::RuleRunner<Rule>>(settings));
+                     });
+}
+
+}  // namespace downhill
