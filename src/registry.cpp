@@ -75,7 +75,6 @@ void register_algorithm(std::string_view name, Factory factory) {
   }
 }
 
-namespace detail {
 std::vector<std::string> builtin_algorithm_names() {
   return {
 #define DOWNHILL_BUILTIN_NAME(id) #id,
@@ -83,7 +82,6 @@ std::vector<std::string> builtin_algorithm_names() {
 #undef DOWNHILL_BUILTIN_NAME
   };
 }
-}  // namespace detail
 
 std::vector<std::string> algorithm_names() {
   auto& r = registry();

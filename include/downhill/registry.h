@@ -31,7 +31,11 @@ using Factory =
 /// Throws std::invalid_argument if the name is empty or already taken.
 void register_algorithm(std::string_view name, Factory factory);
 
-/// The registered names, lower case, sorted.
+/// The registered names, lower case, sorted (the built-in ones and any registered).
 std::vector<std::string> algorithm_names();
+
+/// The eight built-in algorithms' names, lower case, in the order the guide lists them:
+/// sgd, nag, rprop, rmsprop, adagrad, adadelta, esgd, adam.
+std::vector<std::string> builtin_algorithm_names();
 
 }  // namespace downhill

@@ -22,7 +22,4 @@ DOWNHILL_BUILTIN_ALGORITHMS(DOWNHILL_DECLARE_BUILTIN)
 #define DOWNHILL_DEFINE_BUILTIN(id, Rule) \
   std::unique_ptr<UpdateRule> make_##id##_rule() { return std::make_unique<RuleRunner<Rule>>(); }
 
-/// The built-in algorithms' names, lower case, in the list's order.
-std::vector<std::string> builtin_algorithm_names();
-
 }  // namespace downhill::detail
