@@ -13,7 +13,10 @@
 #include <optional>
 #include <stdexcept>
 
+#include "checkpoint.h"
 #include "interrupt.h"
+#include "loop_state.h"
+#include "update_engine.h"
 #include "weighted_mean.h"
 
 namespace downhill {
@@ -88,8 +91,12 @@ class ProgressLine {
 }  // namespace
 
 struct Iteration::Impl {
-  Impl(Optimizer& optimizer, Dataset& train, Dataset* valid)
-      : optimizer(optimizer), train(train), valid(valid) {}
+  Impl(detail::RunParts parts, Dataset& train, Dataset* valid)
+      : optimizer(parts.optimizer),
+        engine(parts.engine),
+        loop(parts.loop),
+        train(train),
+        valid(valid) {}
 
   // Runs to the next item; false when the loop has ended.
   bool advance();
@@ -128,7 +135,7 @@ struct Iteration::Impl {
     done = true;
   }
   void restore_best() {
-    if (optimizer.loop_.best_validation == 0) {
+    if (loop.counters.best_validation == 0) {
       log->warn("no validation of this run was finite; the parameters are left as they are");
       return;
     }
@@ -140,14 +147,14 @@ struct Iteration::Impl {
   void start_run() {
     const auto& options = optimizer.options();
     check_checkpoint_path();
-    if (!optimizer.pending_resume_) {
+    if (!loop.resume_pending()) {
       if (options.resume() && std::filesystem::exists(options.checkpoint())) {
-        optimizer.load_checkpoint(options.checkpoint(), &train, valid);
+        detail::load_checkpoint(options.checkpoint(), engine, loop, &train, valid);
       } else {
-        optimizer.loop_ = Optimizer::LoopState();
+        loop.start_afresh();
       }
     }
-    optimizer.resume_datasets(train, valid);
+    loop.resume_datasets(train, valid);
   }
   // Evaluates the validation data and keeps the parameters when they are the best so far.
   // Returns whether they were.
@@ -155,6 +162,8 @@ struct Iteration::Impl {
   Monitors train_pass();
 
   Optimizer& optimizer;
+  detail::UpdateEngine& engine;
+  detail::LoopState& loop;
   Dataset& train;
   Dataset* valid;
   std::optional<detail::InterruptGuard> interrupt;
@@ -166,8 +175,8 @@ struct Iteration::Impl {
 };
 
 Monitors Iteration::Impl::train_pass() {
-  auto& loop = optimizer.loop_;
-  auto& pass = loop.pass;  // not empty when a resumed run finishes a pass it stopped inside
+  auto& counters = loop.counters;
+  auto& pass = counters.pass;  // not empty when a resumed run finishes a pass it stopped inside
   ProgressLine progress(optimizer.name(), train.iteration_size());
   for (int64_t b = pass.steps; b < train.iteration_size(); ++b) {
     const Batch batch = train.next();
@@ -177,27 +186,27 @@ Monitors Iteration::Impl::train_pass() {
     } catch (...) {
       progress.clear();
       rethrow_with_context("downhill: " + optimizer.name() + " pass " +
-                           std::to_string(loop.passes + 1) + ", batch " + std::to_string(b + 1) +
-                           ": ");
+                           std::to_string(counters.passes + 1) + ", batch " +
+                           std::to_string(b + 1) + ": ");
     }
     detail::add_weighted(pass, monitors, static_cast<double>(train.samples(batch)));
     ++pass.steps;
     progress.update(b + 1, detail::running_loss(pass));
-    if (optimizer.last_update_applied_) {
-      loop.consecutive_skipped = 0;
+    if (engine.last_update_applied()) {
+      counters.consecutive_skipped = 0;
     } else {
       ++pass.skipped;
-      if (++loop.consecutive_skipped >= optimizer.options().max_nonfinite()) {
+      if (++counters.consecutive_skipped >= optimizer.options().max_nonfinite()) {
         progress.clear();
         const std::string message = "downhill: " + optimizer.name() +
-                                    " diverged: " + std::to_string(loop.consecutive_skipped) +
+                                    " diverged: " + std::to_string(counters.consecutive_skipped) +
                                     " consecutive updates skipped, the last at pass " +
-                                    std::to_string(loop.passes + 1) + ", batch " +
-                                    std::to_string(b + 1) + " (" + optimizer.last_skip_reason_ +
+                                    std::to_string(counters.passes + 1) + ", batch " +
+                                    std::to_string(b + 1) + " (" + engine.last_skip_reason() +
                                     "); the best parameters were restored";
         logger()->error("{}", message);
         finish(true);
-        throw DivergenceError(message, loop.consecutive_skipped);
+        throw DivergenceError(message, counters.consecutive_skipped);
       }
     }
     if (detail::InterruptGuard::requested()) {
@@ -212,35 +221,36 @@ Monitors Iteration::Impl::train_pass() {
 }
 
 bool Iteration::Impl::validate() {
-  auto& loop = optimizer.loop_;
+  auto& counters = loop.counters;
   const Monitors validation = optimizer.evaluate(valid ? *valid : train);
-  ++loop.validations;
+  ++counters.validations;
   const double value = validation.at("loss");
   // A non-finite loss never improves nor stands as the best; until a finite one is seen
   // (best_validation 0), any finite loss improves.
-  const bool improved =
-      std::isfinite(value) &&
-      (loop.best_validation == 0 ||
-       loop.best_loss - value > std::abs(loop.best_loss) * optimizer.options().min_improvement());
+  const bool improved = std::isfinite(value) &&
+                        (counters.best_validation == 0 ||
+                         counters.best_loss - value >
+                             std::abs(counters.best_loss) * optimizer.options().min_improvement());
   if (improved) {
-    loop.best_loss = value;
-    loop.best_validation = loop.validations;
-    optimizer.keep_best();
+    counters.best_loss = value;
+    counters.best_validation = counters.validations;
+    loop.keep_best(optimizer.params());
   }
-  loop.last_validation = validation;
+  counters.last_validation = validation;
   if (!std::isfinite(value)) {
-    log->warn("validation {} loss is {}; it does not count as an improvement", loop.validations,
+    log->warn("validation {} loss is {}; it does not count as an improvement", counters.validations,
               value);
   }
   if (log->should_log(spdlog::level::info)) {  // formatting monitors costs more than a tiny step
-    log->info("validation {} {}{}", loop.validations, validation.to_string(), improved ? " *" : "");
+    log->info("validation {} {}{}", counters.validations, validation.to_string(),
+              improved ? " *" : "");
   }
   return improved;
 }
 
 bool Iteration::Impl::advance() {
   if (done) return false;
-  auto& loop = optimizer.loop_;
+  auto& counters = loop.counters;
   const auto& options = optimizer.options();
   if (!started) {
     started = true;
@@ -248,7 +258,7 @@ bool Iteration::Impl::advance() {
     start_run();
     for (const auto& [name, value] : options.settings()) log->info("setting {} = {}", name, value);
   }
-  if (options.max_updates() && loop.passes >= *options.max_updates()) {
+  if (options.max_updates() && counters.passes >= *options.max_updates()) {
     // Validations run before a pass, so the final parameters were never validated:
     // validate once more, so that the best can be them. The checkpoint is written first,
     // so that a resumed run continues the run as it stood.
@@ -260,9 +270,9 @@ bool Iteration::Impl::advance() {
     return false;
   }
   // A run resumed inside a pass validated before that pass already.
-  if (loop.passes % options.validate_every() == 0 && loop.pass.steps == 0) {
+  if (counters.passes % options.validate_every() == 0 && counters.pass.steps == 0) {
     validate();
-    if (loop.validations - loop.best_validation > options.patience()) {
+    if (counters.validations - counters.best_validation > options.patience()) {
       log->info("patience elapsed!");
       finish(true);
       return false;
@@ -274,12 +284,12 @@ bool Iteration::Impl::advance() {
     finish(true);
     return false;
   }
-  ++loop.passes;
+  ++counters.passes;
   if (log->should_log(spdlog::level::info)) {
-    log->info("{} {} {}", optimizer.name(), loop.passes, training.to_string());
+    log->info("{} {} {}", optimizer.name(), counters.passes, training.to_string());
   }
-  if (loop.passes % options.checkpoint_every() == 0) checkpoint();
-  current = {std::move(training), loop.last_validation};
+  if (counters.passes % options.checkpoint_every() == 0) checkpoint();
+  current = {std::move(training), counters.last_validation};
   return true;
 }
 
@@ -294,8 +304,8 @@ struct Iteration::iterator::Walk {
   std::shared_ptr<Iteration::Impl> impl;
 };
 
-Iteration::Iteration(Optimizer& optimizer, Dataset& train, Dataset* valid)
-    : impl_(std::make_shared<Impl>(optimizer, train, valid)) {}
+Iteration::Iteration(detail::RunParts parts, Dataset& train, Dataset* valid)
+    : impl_(std::make_shared<Impl>(parts, train, valid)) {}
 Iteration::~Iteration() = default;
 Iteration::Iteration(Iteration&&) noexcept = default;
 Iteration& Iteration::operator=(Iteration&&) noexcept = default;
@@ -317,22 +327,6 @@ Iteration::iterator& Iteration::iterator::operator++() {
   if (!walk_) throw std::logic_error("downhill: an Iteration's end iterator cannot advance");
   if (!walk_->impl->advance()) walk_.reset();
   return *this;
-}
-
-Iteration Optimizer::iterate(Dataset& train, Dataset* valid) {
-  if (!loss_) {
-    throw std::logic_error("downhill: iterate() needs a loss; this " + name_ +
-                           " was built for apply() only");
-  }
-  return Iteration(*this, train, valid);
-}
-
-std::pair<Monitors, Monitors> Optimizer::minimize(Dataset& train, Dataset* valid) {
-  std::pair<Monitors, Monitors> last;
-  for (const auto& item : iterate(train, valid)) last = item;
-  // A run that yields no pass (resumed at its end) still reports its last validation.
-  if (last.second.empty()) last.second = loop_.last_validation;
-  return last;
 }
 
 }  // namespace downhill

@@ -1,5 +1,7 @@
 #include "update_stages.h"
 
+#include <cmath>
+
 namespace downhill::detail {
 
 double norm_clip_scale(double norm, double max_norm) {
@@ -132,6 +134,19 @@ double sum_of_squares(const at::Tensor& grad) {
     }
   }
   return grad.to(at::kDouble).square().sum().item<double>();
+}
+
+bool has_nonfinite(const at::Tensor& t, double sum_of_squares) {
+  if (std::isfinite(sum_of_squares)) return false;
+  if (std::isnan(sum_of_squares)) return true;
+  at::NoGradGuard no_grad;
+  return !at::isfinite(t).all().item<bool>();
+}
+
+double overflow_safe_norm(const at::Tensor& t) {
+  at::NoGradGuard no_grad;
+  const double largest = t.abs().max().item<double>();
+  return largest * std::sqrt(sum_of_squares((t / largest).contiguous()));
 }
 
 }  // namespace downhill::detail

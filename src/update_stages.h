@@ -24,4 +24,11 @@ void momentum_reference(at::Tensor& param, at::Tensor& velocity, const at::Tenso
 /// of the L2 norm. Used both as the non-finite check and for norm clipping.
 double sum_of_squares(const at::Tensor& grad);
 
+/// Whether `t` holds a NaN or an infinity, given its sum of squares: that sum is
+/// also infinite when the squares of huge but finite elements overflow.
+bool has_nonfinite(const at::Tensor& t, double sum_of_squares);
+
+/// The L2 norm of a finite `t` whose sum of squares overflowed: scaled by its largest element.
+double overflow_safe_norm(const at::Tensor& t);
+
 }  // namespace downhill::detail

@@ -2,7 +2,8 @@
 // Monitors averaged over batches, each batch weighted by its samples: written once for
 // training passes and for evaluate().
 #include <downhill/monitors.h>
-#include <downhill/optimizer.h>
+
+#include "loop_state.h"
 
 namespace downhill::detail {
 

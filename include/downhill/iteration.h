@@ -14,6 +14,17 @@ namespace downhill {
 class Dataset;
 class Optimizer;
 
+namespace detail {
+class UpdateEngine;
+class LoopState;
+/// The parts of an optimizer that a run drives; Optimizer::iterate() hands them over.
+struct RunParts {
+  Optimizer& optimizer;
+  UpdateEngine& engine;
+  LoopState& loop;
+};
+}  // namespace detail
+
 /// One item per pass over the training data: the (training, validation) monitors.
 ///
 /// The loop validates every `validate_every` passes (pass 0 included), keeps the
@@ -54,7 +65,8 @@ class Iteration {
     std::shared_ptr<Walk> walk_;  // null at the end
   };
 
-  Iteration(Optimizer& optimizer, Dataset& train, Dataset* valid);
+  /// Made by Optimizer::iterate().
+  Iteration(detail::RunParts parts, Dataset& train, Dataset* valid);
   ~Iteration();
   Iteration(Iteration&&) noexcept;
   Iteration& operator=(Iteration&&) noexcept;

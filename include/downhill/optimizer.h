@@ -1,5 +1,5 @@
 #pragma once
-// The base class of every algorithm: updates, steps, evaluation and the loop.
+// The optimizer users hold: a facade over the update engine, the loop and checkpoints.
 
 #include <downhill/batch.h>
 #include <downhill/monitors.h>
@@ -9,7 +9,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -21,22 +20,8 @@ class Iteration;
 
 namespace detail {
 class UpdateRule;
-
-/// Internal: the loop's pass in progress — steps taken, updates skipped and the
-/// sample-weighted monitor sums so far. A run stopped inside a pass (Ctrl-C, divergence)
-/// checkpoints it, so that the resumed run finishes that pass rather than starting it over.
-struct PassProgress {
-  /// One monitor's sample-weighted sum, and the weight of the batches that reported it.
-  struct Sum {
-    std::string name;
-    double sum = 0.0;
-    double weight = 0.0;
-  };
-  int64_t steps = 0;
-  int64_t skipped = 0;
-  double weight = 0.0;    // of every batch so far
-  std::vector<Sum> sums;  // in the order the monitors first appeared
-};
+class UpdateEngine;
+class LoopState;
 }  // namespace detail
 
 /// Named state tensors of an optimizer, e.g. {"u.G", tensor}.
@@ -53,11 +38,11 @@ class Optimizer {
   Optimizer& operator=(const Optimizer&) = delete;
 
   /// The algorithm's display name, e.g. "RMSProp".
-  const std::string& name() const noexcept { return name_; }
-  const Params& params() const noexcept { return params_; }
+  const std::string& name() const noexcept;
+  const Params& params() const noexcept;
   /// The parameter tensors, in the order of params().
-  std::vector<torch::Tensor> tensors() const { return params_.tensors(); }
-  const Options& options() const noexcept { return options_; }
+  std::vector<torch::Tensor> tensors() const;
+  const Options& options() const noexcept;
   /// Whether apply() needs Hessian-vector products (ESGD).
   virtual bool needs_hessian_vector_products() const;
 
@@ -93,7 +78,7 @@ class Optimizer {
   /// (e.g. "u.G", "u.velocity"). Handles share storage with the live state.
   NamedTensors state();
   /// Updates applied so far (Adam's t).
-  int64_t update_count() const noexcept { return update_count_; }
+  int64_t update_count() const noexcept;
 
   /// Writes everything needed to continue this run to `path`: parameters, every
   /// state tensor and counter, the best parameters and loss, the loop's counters,
@@ -141,61 +126,28 @@ class Optimizer {
   }
 
   /// Live state of parameter `index` (algorithm slots), for fused kernels.
-  std::vector<torch::Tensor>& slots(size_t index) { return state_[index]; }
+  std::vector<torch::Tensor>& slots(size_t index);
   /// The momentum velocity of parameter `index` (undefined when momentum is 0).
-  torch::Tensor& velocity(size_t index) { return velocity_[index]; }
+  torch::Tensor& velocity(size_t index);
   /// Whether this update uses Nesterov momentum (NAG forces it on).
   virtual bool nesterov() const;
 
  private:
-  friend class Iteration;
   class HookRule;  // the hooks above as an UpdateRule
-  void ensure_state();
-  void check_gradients(const std::vector<torch::Tensor>& grads, const char* what) const;
-  bool apply_checked(const std::vector<torch::Tensor>& grads, const std::vector<torch::Tensor>& hvs,
-                     bool already_clipped);
-  void keep_best();
-  void skip_update(const std::string& reason);
-  void resume_datasets(Dataset& train, Dataset* valid);
-  // load_checkpoint(path), refusing before anything changes when the saved dataset
-  // positions do not fit `train` / `valid` (when given).
-  void load_checkpoint(const std::string& path, const Dataset* train, const Dataset* valid);
 
-  // Where the loop stands; kept here so that the run outlives one Iteration.
-  struct LoopState {
-    int64_t passes = 0;
-    int64_t validations = 0;
-    int64_t best_validation = 0;
-    double best_loss = 0.0;
-    int64_t consecutive_skipped = 0;
-    Monitors last_validation;
-    detail::PassProgress pass;
-  };
-  // Dataset positions read from a checkpoint, applied by the next iterate().
-  struct DatasetPosition {
-    std::vector<int64_t> order;
-    int64_t position = 0;
-    torch::Tensor generator_state;  // undefined when the dataset has no generator of its own
-  };
-  struct PendingResume {
-    std::vector<DatasetPosition> datasets;  // train, then valid when saved
-  };
+  // std::logic_error naming `call` when the optimizer was built without a loss.
+  void require_loss(const char* call) const;
+  // The loss of one batch and its monitors ("loss" first), checked.
+  std::pair<torch::Tensor, Monitors> evaluate_batch(const Batch& batch) const;
+  // d loss / d params (zeros for a parameter the loss does not reach).
+  std::vector<torch::Tensor> gradients(const torch::Tensor& loss, bool create_graph);
 
-  std::string name_;
-  std::unique_ptr<detail::UpdateRule> rule_;
+  // The parts the facade delegates to: the update engine (parameters, rule, state,
+  // counters) and the loop's state between passes and runs (counters, best parameters).
+  std::unique_ptr<detail::UpdateEngine> engine_;
+  std::unique_ptr<detail::LoopState> loop_;
   Loss loss_;
-  Params params_;
-  Options options_;
-  std::vector<std::vector<torch::Tensor>> state_;
-  std::vector<torch::Tensor> velocity_;
-  std::vector<torch::Tensor> best_;
-  std::vector<double> grad_norms_;
-  int64_t update_count_ = 0;
   bool warned_unused_ = false;
-  bool last_update_applied_ = true;
-  std::string last_skip_reason_;
-  LoopState loop_;
-  std::optional<PendingResume> pending_resume_;
 };
 
 }  // namespace downhill

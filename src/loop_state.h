@@ -1,0 +1,94 @@
+#pragma once
+// What the loop keeps between passes and between Iterations: its counters, the pass in
+// progress, the best parameters, and dataset positions waiting for the next run after a
+// checkpoint was loaded. Saved and loaded with checkpoints. Internal.
+
+#include <downhill/monitors.h>
+#include <downhill/params.h>
+#include <torch/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "archive_io.h"
+
+namespace downhill {
+class Dataset;
+}
+
+namespace downhill::detail {
+
+/// The pass in progress: steps taken, updates skipped and the sample-weighted monitor
+/// sums so far. A run stopped inside a pass (Ctrl-C, divergence) checkpoints it, so that
+/// the resumed run finishes that pass rather than starting it over.
+struct PassProgress {
+  /// One monitor's sample-weighted sum, and the weight of the batches that reported it.
+  struct Sum {
+    std::string name;
+    double sum = 0.0;
+    double weight = 0.0;
+  };
+  int64_t steps = 0;
+  int64_t skipped = 0;
+  double weight = 0.0;    // of every batch so far
+  std::vector<Sum> sums;  // in the order the monitors first appeared
+};
+
+/// Where the loop stands.
+struct LoopCounters {
+  int64_t passes = 0;
+  int64_t validations = 0;
+  int64_t best_validation = 0;  // 0: no finite validation yet
+  double best_loss = 0.0;
+  int64_t consecutive_skipped = 0;
+  Monitors last_validation;
+  PassProgress pass;
+};
+
+/// A dataset's place in its walk, as a checkpoint saves it.
+struct DatasetPosition {
+  std::vector<int64_t> order;
+  int64_t position = 0;
+  at::Tensor generator_state;  // undefined when the dataset has no generator of its own
+};
+
+/// The loop's part of a checkpoint, read and checked, not yet applied.
+struct LoopSnapshot {
+  LoopCounters counters;
+  std::vector<at::Tensor> best;
+  std::vector<DatasetPosition> datasets;  // train, then valid when saved
+};
+
+class LoopState {
+ public:
+  LoopCounters counters;
+
+  /// A run that does not continue a checkpoint starts its counters afresh.
+  void start_afresh() { counters = LoopCounters(); }
+  /// Copies the parameters as the best so far.
+  void keep_best(const Params& params);
+  /// The best parameters (empty before any validation).
+  const std::vector<at::Tensor>& best() const noexcept { return best_; }
+
+  /// Whether a loaded checkpoint waits for the next run to put its datasets in place.
+  bool resume_pending() const noexcept { return pending_.has_value(); }
+  /// Puts the datasets where the loaded checkpoint had them (once).
+  void resume_datasets(Dataset& train, Dataset* valid);
+
+  /// Checkpoints: the loop's entries, with the datasets' positions when given.
+  void save(torch::serialize::OutputArchive& archive, const Dataset* train,
+            const Dataset* valid) const;
+  /// Reads and checks (calling `mismatch`): the best parameters must fit `params`, and
+  /// the datasets, when given, the saved positions. Changes nothing.
+  LoopSnapshot read(torch::serialize::InputArchive& archive, const Mismatch& mismatch,
+                    const Params& params, const Dataset* train, const Dataset* valid) const;
+  void commit(LoopSnapshot&& snapshot);
+
+ private:
+  std::vector<at::Tensor> best_;
+  std::optional<std::vector<DatasetPosition>> pending_;
+};
+
+}  // namespace downhill::detail
