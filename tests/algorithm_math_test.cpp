@@ -221,8 +221,7 @@ TEST_P(AlgorithmMath, FirstThreeUpdatesMatchDesignFormulas) {
 
 INSTANTIATE_TEST_SUITE_P(
     AllAlgorithms, AlgorithmMath,
-    testing::Combine(testing::Values("sgd", "nag", "rprop", "rmsprop", "adagrad", "adadelta",
-                                     "esgd", "adam"),
+    testing::Combine(testing::ValuesIn(downhill::builtin_algorithm_names()),
                      testing::Values(Momentum::kNone, Momentum::kRegular, Momentum::kNesterov),
                      testing::Values(torch::kFloat, torch::kDouble), testing::Bool()),
     case_name);
@@ -363,8 +362,7 @@ TEST_P(AlgorithmMathMultiParam, EachParameterFollowsItsOwnModel) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllAlgorithms, AlgorithmMathMultiParam,
-                         testing::Combine(testing::Values("sgd", "nag", "rprop", "rmsprop",
-                                                          "adagrad", "adadelta", "esgd", "adam"),
+                         testing::Combine(testing::ValuesIn(downhill::builtin_algorithm_names()),
                                           testing::Values(Momentum::kNone, Momentum::kRegular,
                                                           Momentum::kNesterov),
                                           testing::Bool(), testing::Bool()),

@@ -134,10 +134,10 @@ void expect_identical(const std::vector<torch::Tensor>& expected,
   }
 }
 
-class ResumeBitIdentical : public Quiet, public ::testing::WithParamInterface<const char*> {};
+class ResumeBitIdentical : public Quiet, public ::testing::WithParamInterface<std::string> {};
 
 TEST_P(ResumeBitIdentical, TenPassesCheckpointFreshOptimizerTenMoreEqualsTwentyStraight) {
-  const std::string algo = GetParam();
+  const std::string& algo = GetParam();
   const RegressionData data;
   TemporaryFolder folder("resume_" + algo);
   const auto path = folder.file("run.ckpt");
@@ -173,8 +173,8 @@ TEST_P(ResumeBitIdentical, TenPassesCheckpointFreshOptimizerTenMoreEqualsTwentyS
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryAlgorithm, ResumeBitIdentical,
-                         ::testing::Values("sgd", "nag", "rprop", "rmsprop", "adagrad", "adadelta",
-                                           "esgd", "adam"));
+                         ::testing::ValuesIn(downhill::builtin_algorithm_names()),
+                         [](const auto& info) { return info.param; });
 
 TEST_F(Quiet, ResumeWithoutACheckpointFileStartsAFreshRun) {
   const RegressionData data;

@@ -11,9 +11,6 @@
 
 namespace {
 
-const std::vector<std::string> kAlgorithms = {"sgd",     "nag",      "rprop", "rmsprop",
-                                              "adagrad", "adadelta", "esgd",  "adam"};
-
 torch::Tensor doubles(std::vector<double> values) {
   return torch::tensor(values, torch::TensorOptions().dtype(torch::kDouble));
 }
@@ -92,7 +89,7 @@ TEST_P(Clipping, NormClippingFeedsTheAlgorithm) {
 }
 
 TEST_P(Clipping, ZeroGradientStaysZeroForEveryAlgorithm) {
-  for (const auto& algo : kAlgorithms) {
+  for (const auto& algo : downhill::builtin_algorithm_names()) {
     for (const bool elementwise : {false, true}) {
       SCOPED_TRACE(algo + (elementwise ? " with max_gradient_elem" : " with max_gradient_norm"));
       auto x = doubles({0.5, -1.5, 2.0});

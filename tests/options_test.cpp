@@ -6,8 +6,10 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -20,33 +22,47 @@ using downhill::testing::message_of;
 
 using testing::HasSubstr;
 
-const std::vector<std::string> kAlgorithms = {"sgd",     "nag",      "rprop", "rmsprop",
-                                              "adagrad", "adadelta", "esgd",  "adam"};
-
 downhill::Params one_param() { return {{"x", torch::zeros({2}, torch::kDouble)}}; }
 
+// The display name of every built-in algorithm, as docs/guide.md writes it.
+const std::map<std::string, std::string> kDisplayNames = {
+    {"sgd", "SGD"},         {"nag", "NAG"},           {"rprop", "RProp"}, {"rmsprop", "RMSProp"},
+    {"adagrad", "ADAGRAD"}, {"adadelta", "ADADELTA"}, {"esgd", "ESGD"},   {"adam", "Adam"},
+};
+
+std::string upper_case(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+  return text;
+}
+
 TEST(Names, BuildIsCaseInsensitiveAndNameIsTheDisplayName) {
-  const std::vector<std::pair<std::string, std::string>> cases = {
-      {"sgd", "SGD"},   {"NAG", "NAG"},   {"RmsProp", "RMSProp"}, {"adadelta", "ADADELTA"},
-      {"EsGd", "ESGD"}, {"adam", "Adam"}, {"rprop", "RProp"},     {"adagrad", "ADAGRAD"},
-      {"SGD", "SGD"},   {"ADAM", "Adam"},
-  };
-  for (const auto& [requested, display] : cases) {
-    auto opt = downhill::build(requested, one_param());
-    EXPECT_EQ(opt->name(), display) << "build(\"" << requested << "\")";
+  for (const auto& algo : downhill::builtin_algorithm_names()) {
+    const auto display = kDisplayNames.find(algo);
+    ASSERT_NE(display, kDisplayNames.end()) << "no display name listed here for " << algo;
+    // Lower case, upper case, and the display name's own mixed case ("RMSProp").
+    for (const auto& requested : {algo, upper_case(algo), display->second}) {
+      auto opt = downhill::build(requested, one_param());
+      EXPECT_EQ(opt->name(), display->second) << "build(\"" << requested << "\")";
+    }
   }
+  EXPECT_EQ(downhill::build("EsGd", one_param())->name(), "ESGD");
+  // No display name is listed for an algorithm that is not built in.
+  EXPECT_EQ(kDisplayNames.size(), downhill::builtin_algorithm_names().size());
 }
 
 TEST(Names, UnknownNameListsTheKnownOnes) {
   const auto message =
       message_of<std::invalid_argument>([] { downhill::build("adamw", one_param()); });
   EXPECT_THAT(message, HasSubstr("adamw"));
-  for (const auto& name : kAlgorithms) EXPECT_THAT(message, HasSubstr(name));
+  for (const auto& name : downhill::builtin_algorithm_names()) {
+    EXPECT_THAT(message, HasSubstr(name));
+  }
 }
 
 TEST(Names, AlgorithmNamesListsTheBuiltins) {
   const auto names = downhill::algorithm_names();
-  for (const auto& name : kAlgorithms) {
+  for (const auto& name : downhill::builtin_algorithm_names()) {
     EXPECT_NE(std::find(names.begin(), names.end(), name), names.end()) << name;
   }
 }
@@ -386,7 +402,7 @@ double expected_scalar(const std::string& algo) {
 // Every algorithm treats a 0-d or 3-d parameter as the same elements in a flat vector: the
 // shaped and the flat runs agree, in float and double, fused and reference.
 TEST(Shapes, EveryAlgorithmIsIndependentOfShape) {
-  for (const auto& algo : kAlgorithms) {
+  for (const auto& algo : downhill::builtin_algorithm_names()) {
     for (auto dtype : {torch::kFloat, torch::kDouble}) {
       for (const bool fused : {true, false}) {
         SCOPED_TRACE(algo + (dtype == torch::kFloat ? " float" : " double") +

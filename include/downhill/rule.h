@@ -32,10 +32,15 @@
 //   - `static double initial_value(size_t slot, const downhill::Options&)`: the state's
 //     initial value (0 otherwise);
 //   - `static constexpr bool kNesterov = true`: always use Nesterov momentum;
-//   - a nested `Settings` type and a constructor `(const RuleContext&, const Settings&)`:
+//   - `using Settings = S;` (S a struct declared outside the template, so that it is one
+//     type for every V) and a constructor `(const RuleContext&, const Settings&)`:
 //     settings of the rule's own, given to register_rule.
-// docs/guide.md ("Writing an algorithm") has a complete example. Compile it with -O3 (or
-// -O2 -ftree-vectorize) for the fused kernel to be vectorized.
+// docs/guide.md ("Writing your own algorithm") has a complete example; so does
+// examples/custom_rule.cpp. The fused kernel is compiled in your code, with your flags:
+// -O3 (or -O2 -ftree-vectorize) vectorizes it, and -ffp-contract=off (the default of
+// -std=c++20, not of -std=gnu++20) keeps the compiler from fusing a multiply and an add
+// into one FMA, so that the kernel and the reference agree bit for bit, as they do for the
+// built-in algorithms.
 
 #include <downhill/detail/rule_runner.h>
 #include <downhill/lanes.h>

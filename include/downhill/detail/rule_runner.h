@@ -304,11 +304,13 @@ void run_reference(const ChainT& chain, const ParamTensors& target) {
 
 // ---- A rule as the engine sees it ----
 
+/// A rule without settings of its own.
+struct NoSettings {};
+
 /// The settings a rule takes besides the options: its nested `Settings` type, if any.
 template <typename RuleT>
 struct RuleSettings {
-  struct None {};
-  using type = None;
+  using type = NoSettings;
 };
 template <typename RuleT>
 requires requires { typename RuleT::Settings; }
@@ -379,10 +381,14 @@ class RuleRunner final : public UpdateRule {
  private:
   template <typename V>
   Rule<V> make(const RuleContext& context) const {
-    if constexpr (std::is_constructible_v<Rule<V>, const RuleContext&, const Settings&>) {
-      return Rule<V>(context, settings_);
-    } else {
+    if constexpr (std::is_same_v<Settings, NoSettings>) {
       return Rule<V>(context);
+    } else {
+      static_assert(std::is_constructible_v<Rule<V>, const RuleContext&, const Settings&>,
+                    "a rule's Settings must be one type for every V: declare the struct "
+                    "outside the rule template and name it inside with `using Settings = ...;`, "
+                    "and give the rule a constructor (const RuleContext&, const Settings&)");
+      return Rule<V>(context, settings_);
     }
   }
 
