@@ -109,14 +109,15 @@ void load_checkpoint(const std::string& path, UpdateEngine& engine, LoopState& l
   auto loop_part = loop.read(archive, mismatch, engine.params(), train, valid);
   const auto rng_state = read_tensor(archive, "rng_cpu");
 
-  // Everything read and checked: commit.
-  engine.commit(std::move(engine_part));
-  loop.commit(std::move(loop_part));
+  // Everything read and checked: commit. The generator first, since set_state() is what
+  // can still refuse (a malformed state); the parts' commits only copy checked tensors.
   at::Generator global = at::detail::getDefaultCPUGenerator();  // a handle to the same one
   {
     std::lock_guard<std::mutex> lock(global.mutex());
     global.set_state(rng_state);
   }
+  engine.commit(std::move(engine_part));
+  loop.commit(std::move(loop_part));
 }
 
 }  // namespace downhill::detail

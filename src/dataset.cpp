@@ -2,8 +2,10 @@
 #include <downhill/dataset.h>
 
 #include <algorithm>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "text.h"
 
@@ -22,33 +24,26 @@ std::string shapes_of(const Batch& arrays) {
   return out;
 }
 
-}  // namespace
+// std::invalid_argument unless `value` is unset or at least 1.
+void check_iteration_size(const std::string& dataset, const std::optional<int64_t>& value) {
+  if (value && *value < 1) {
+    throw std::invalid_argument("downhill: dataset '" + dataset + "': iteration_size = " +
+                                std::to_string(*value) + " is invalid; allowed: an integer >= 1");
+  }
+}
 
-Dataset::Dataset(Batch arrays, DatasetOptions options) : options_(std::move(options)) {
-  if (options_.iteration_size() && *options_.iteration_size() < 1) {
-    throw std::invalid_argument("downhill: dataset '" + name() + "': iteration_size = " +
-                                std::to_string(*options_.iteration_size()) +
-                                " is invalid; allowed: an integer >= 1");
-  }
-  if (arrays.empty()) {
-    // A loss that needs no data: each pass is iteration_size steps on an empty batch.
-    slices_.emplace_back();
-    order_ = {0};
-    iteration_size_ = options_.iteration_size().value_or(1);
-    return;
-  }
-  int64_t axis = options_.axis();
+// The samples along `axis` that every tensor of `arrays` shares; std::invalid_argument
+// naming the tensor when one is undefined, a scalar, empty, too short in rank, or of
+// another length.
+int64_t sample_count(const std::string& dataset, const Batch& arrays, int64_t axis) {
   int64_t length = -1;
   for (size_t i = 0; i < arrays.size(); ++i) {
     const auto& t = arrays[i];
-    if (!t.defined()) {
-      throw std::invalid_argument("downhill: dataset '" + name() + "': tensor " +
-                                  std::to_string(i) + " is undefined");
-    }
+    const std::string tensor = "downhill: dataset '" + dataset + "': tensor " + std::to_string(i);
+    if (!t.defined()) throw std::invalid_argument(tensor + " is undefined");
     const int64_t dim = t.dim();
     if (dim == 0) {
-      throw std::invalid_argument("downhill: dataset '" + name() + "': tensor " +
-                                  std::to_string(i) +
+      throw std::invalid_argument(tensor +
                                   " is 0-dim (a scalar); it needs at least one dimension to split "
                                   "into batches along axis " +
                                   std::to_string(axis));
@@ -56,23 +51,27 @@ Dataset::Dataset(Batch arrays, DatasetOptions options) : options_(std::move(opti
     const int64_t resolved = axis < 0 ? axis + dim : axis;
     if (resolved < 0 || resolved >= dim) {
       throw std::invalid_argument(
-          "downhill: dataset '" + name() + "': axis " + std::to_string(axis) +
+          "downhill: dataset '" + dataset + "': axis " + std::to_string(axis) +
           " is out of range for tensor " + std::to_string(i) + " of shape " + shape_of(t) +
           "; allowed: " + std::to_string(-dim) + " to " + std::to_string(dim - 1));
     }
     if (t.numel() == 0) {
-      throw std::invalid_argument("downhill: dataset '" + name() + "': tensor " +
-                                  std::to_string(i) + " of shape " + shape_of(t) +
+      throw std::invalid_argument(tensor + " of shape " + shape_of(t) +
                                   " is empty; every tensor needs at least one sample");
     }
     if (length >= 0 && t.size(resolved) != length) {
-      throw std::invalid_argument("downhill: dataset '" + name() +
+      throw std::invalid_argument("downhill: dataset '" + dataset +
                                   "': tensors differ in length along axis " + std::to_string(axis) +
                                   ": " + shapes_of(arrays));
     }
     length = t.size(resolved);
   }
-  const int64_t batch = options_.batch_size() <= 0 ? length : options_.batch_size();
+  return length;
+}
+
+// `arrays` cut along `axis` into consecutive slices of `batch` samples (the last shorter).
+std::vector<Batch> slices_of(const Batch& arrays, int64_t axis, int64_t length, int64_t batch) {
+  std::vector<Batch> slices;
   for (int64_t start = 0; start < length; start += batch) {
     const int64_t size = std::min(batch, length - start);
     Batch slice;
@@ -81,8 +80,25 @@ Dataset::Dataset(Batch arrays, DatasetOptions options) : options_(std::move(opti
       const int64_t resolved = axis < 0 ? axis + t.dim() : axis;
       slice.push_back(t.narrow(resolved, start, size));
     }
-    slices_.push_back(std::move(slice));
+    slices.push_back(std::move(slice));
   }
+  return slices;
+}
+
+}  // namespace
+
+Dataset::Dataset(Batch arrays, DatasetOptions options) : options_(std::move(options)) {
+  check_iteration_size(name(), options_.iteration_size());
+  if (arrays.empty()) {
+    // A loss that needs no data: each pass is iteration_size steps on an empty batch.
+    slices_.emplace_back();
+    order_ = {0};
+    iteration_size_ = options_.iteration_size().value_or(1);
+    return;
+  }
+  const int64_t length = sample_count(name(), arrays, options_.axis());
+  const int64_t batch = options_.batch_size() <= 0 ? length : options_.batch_size();
+  slices_ = slices_of(arrays, options_.axis(), length, batch);
   // Per-sample shuffling permutes samples, not slices; the slices still count batches.
   if (options_.shuffle() && options_.shuffle_samples()) arrays_ = std::move(arrays);
   order_.resize(gathers() ? static_cast<size_t>(length) : slices_.size());
@@ -96,11 +112,7 @@ Dataset::Dataset(std::function<Batch()> generator, DatasetOptions options)
   if (!generator_) {
     throw std::invalid_argument("downhill: dataset '" + name() + "': the generator is empty");
   }
-  if (options_.iteration_size() && *options_.iteration_size() < 1) {
-    throw std::invalid_argument("downhill: dataset '" + name() + "': iteration_size = " +
-                                std::to_string(*options_.iteration_size()) +
-                                " is invalid; allowed: an integer >= 1");
-  }
+  check_iteration_size(name(), options_.iteration_size());
   iteration_size_ = options_.iteration_size().value_or(100);
 }
 

@@ -59,10 +59,10 @@ inline at::Tensor clamp(const at::Tensor& x, const at::Tensor& low, const at::Te
   return at::minimum(at::maximum(x, low), high);
 }
 
-/// −1, 0 or 1 (0 for ±0); computed as (0 < x) − (x < 0), which vectorizes.
+/// −1, 0 or 1 (0 for ±0, NaN for NaN, as for tensors); (0 < x) − (x < 0) vectorizes.
 template <Element T>
 T sign(T x) {
-  return static_cast<T>(x > 0) - static_cast<T>(x < 0);
+  return x != x ? x : static_cast<T>(x > 0) - static_cast<T>(x < 0);
 }
 inline at::Tensor sign(const at::Tensor& x) { return x.sign(); }
 

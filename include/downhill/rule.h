@@ -37,10 +37,10 @@
 //     settings of the rule's own, given to register_rule.
 // docs/guide.md ("Writing your own algorithm") has a complete example; so does
 // examples/custom_rule.cpp. The fused kernel is compiled in your code, with your flags:
-// -O3 (or -O2 -ftree-vectorize) vectorizes it, and -ffp-contract=off (the default of
-// -std=c++20, not of -std=gnu++20) keeps the compiler from fusing a multiply and an add
-// into one FMA, so that the kernel and the reference agree bit for bit, as they do for the
-// built-in algorithms.
+// -O3 (or -O2 -ftree-vectorize) vectorizes it, and -ffp-contract=off keeps the compiler
+// from fusing a multiply and an add into one FMA (GCC and Clang may do so by default where
+// the target has FMA), so that the kernel and the reference agree bit for bit, as they do
+// for the built-in algorithms.
 
 #include <downhill/detail/rule_runner.h>
 #include <downhill/lanes.h>
