@@ -19,7 +19,9 @@ configure: deps
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
-demo: build
+# Only the library and the demo: a first run need not wait for the tests and benchmarks.
+demo: configure
+	cmake --build $(BUILD) --target quickstart -j $(JOBS)
 	./$(BUILD)/examples/quickstart
 
 # ctest runs JOBS tests at once: one OpenBLAS thread each (unless the environment says

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -86,6 +87,19 @@ class ProgressLine {
   } catch (const std::exception& e) {
     throw std::runtime_error(context + e.what());
   }
+}
+
+// Every setting at debug level; at info, one line with those that differ from the defaults.
+void log_settings(spdlog::logger& log, const std::string& algorithm, const Options& options) {
+  const auto defaults = Options().settings();
+  std::string changed;
+  for (const auto& [name, value] : options.settings()) {
+    log.debug("setting {} = {}", name, value);
+    const auto same = std::find(defaults.begin(), defaults.end(), std::pair(name, value));
+    if (same == defaults.end()) changed += (changed.empty() ? "" : ", ") + name + " = " + value;
+  }
+  log.info("{} settings: {}", algorithm,
+           changed.empty() ? "the defaults" : changed + ", the others default");
 }
 
 }  // namespace
@@ -256,7 +270,7 @@ bool Iteration::Impl::advance() {
     started = true;
     interrupt.emplace();
     start_run();
-    for (const auto& [name, value] : options.settings()) log->info("setting {} = {}", name, value);
+    log_settings(*log, optimizer.name(), options);
   }
   if (options.max_updates() && counters.passes >= *options.max_updates()) {
     // Validations run before a pass, so the final parameters were never validated:

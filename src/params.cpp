@@ -18,6 +18,9 @@ Params::Params(const std::vector<torch::Tensor>& tensors) {
   }
 }
 
+Params::Params(std::initializer_list<torch::Tensor> tensors)
+    : Params(std::vector<torch::Tensor>(tensors)) {}
+
 std::vector<torch::Tensor> Params::tensors() const {
   std::vector<torch::Tensor> out;
   out.reserve(entries_.size());

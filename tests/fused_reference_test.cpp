@@ -2,16 +2,16 @@
 // random gradients on 100 000-element parameters, for every built-in algorithm and option set.
 // Both paths run the same rule body (downhill/rule.h), so they must agree bit for bit: the
 // comparisons below allow no difference at all.
-#include <ATen/record_function.h>
 #include <downhill/downhill.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <atomic>
 #include <string>
 #include <tuple>
 #include <vector>
+
+#include "operator_count.h"
 
 namespace {
 
@@ -175,14 +175,6 @@ TEST(FusedFallback, NonContiguousParameterMatchesReference) {
   }
 }
 
-// Counts ATen operators run on this thread while installed.
-std::atomic<int64_t> operator_calls{0};
-
-std::unique_ptr<at::ObserverContext> count_operator(const at::RecordFunction&) {
-  ++operator_calls;
-  return nullptr;
-}
-
 // The ATen operators one update (after the first, which allocates the state) runs.
 int64_t operators_per_update(const std::string& algo, const downhill::Options& options,
                              const torch::Tensor& param) {
@@ -190,12 +182,7 @@ int64_t operators_per_update(const std::string& algo, const downhill::Options& o
   const auto grad = torch::randn_like(param);
   const auto hv = torch::randn_like(param);
   opt->apply({grad}, {hv});
-  operator_calls = 0;
-  const auto handle =
-      at::addThreadLocalCallback(at::RecordFunctionCallback(count_operator).needsInputs(false));
-  opt->apply({grad}, {hv});
-  at::removeCallback(handle);
-  return operator_calls.load();
+  return downhill::testing::aten_operators_in([&] { opt->apply({grad}, {hv}); });
 }
 
 // The fused path really runs: an update of a contiguous float/double CPU parameter is one

@@ -25,9 +25,11 @@ using downhill::testing::LogCapture;
 
 constexpr size_t kSettingCount = 28;  // the settings of options.h
 
-// The captured lines ("LEVEL message"), split into the "setting ..." lines and the others.
+// The captured lines ("LEVEL message"), split into the "setting ..." lines (debug), the
+// "NAME settings: ..." summary (info) and the others.
 struct Lines {
   std::vector<std::string> settings;
+  std::vector<std::string> summary;
   std::vector<std::string> others;
 };
 
@@ -35,7 +37,13 @@ Lines split(const std::string& text) {
   Lines out;
   std::istringstream in(text);
   for (std::string line; std::getline(in, line);) {
-    (line.rfind("info setting ", 0) == 0 ? out.settings : out.others).push_back(line);
+    if (line.rfind("debug setting ", 0) == 0) {
+      out.settings.push_back(line);
+    } else if (line.rfind("info ", 0) == 0 && line.find(" settings: ") != std::string::npos) {
+      out.summary.push_back(line);
+    } else {
+      out.others.push_back(line);
+    }
   }
   return out;
 }
@@ -76,15 +84,20 @@ TEST(LogLines, ValidationPassAndPatienceLines) {
       "sgd", run.loss(), {{"x", run.x}},
       downhill::Options().learning_rate(1.0).validate_every(1).patience(1).max_updates(100));
   downhill::Dataset train{downhill::Batch{}};
-  LogCapture capture;
+  LogCapture capture(spdlog::level::debug);
   opt->minimize(train);
   const auto lines = split(capture.text());
 
+  // Every setting at debug level, and one info line with those changed from the defaults.
   EXPECT_EQ(lines.settings.size(), kSettingCount);
-  EXPECT_TRUE(contains(lines.settings, "info setting learning_rate = 1"));
-  EXPECT_TRUE(contains(lines.settings, "info setting patience = 1"));
-  EXPECT_TRUE(contains(lines.settings, "info setting max_updates = 100"));
-  EXPECT_EQ(capture.text().rfind("info setting ", 0), 0u);  // the settings come first
+  EXPECT_TRUE(contains(lines.settings, "debug setting learning_rate = 1"));
+  EXPECT_TRUE(contains(lines.settings, "debug setting patience = 1"));
+  EXPECT_TRUE(contains(lines.settings, "debug setting max_updates = 100"));
+  EXPECT_TRUE(contains(lines.settings, "debug setting momentum = 0"));
+  EXPECT_EQ(capture.text().rfind("debug setting ", 0), 0u);  // the settings come first
+  EXPECT_EQ(lines.summary, (std::vector<std::string>{
+                               "info SGD settings: learning_rate = 1, patience = 1, "
+                               "validate_every = 1, max_updates = 100, the others default"}));
   EXPECT_EQ(lines.others, (std::vector<std::string>{
                               "info validation 1 loss=5.000000 half=2.500000 *",
                               "info SGD 1 loss=0.000000 half=0.000000",
@@ -185,8 +198,14 @@ TEST(LogLines, EachPassLineNamesTheAlgorithm) {
     downhill::minimize(loss, {{"x", x}}, downhill::Batch{},
                        downhill::Options().algo(algo).learning_rate(0.1).max_updates(1));
     const auto lines = split(capture.text());
-    EXPECT_EQ(lines.settings.size(), kSettingCount) << algo;
-    EXPECT_TRUE(contains(lines.settings, "info setting algo = " + algo)) << algo;
+    EXPECT_TRUE(lines.settings.empty()) << algo;  // at debug level only
+    // algo = rmsprop is the default, so only the others name it.
+    const std::string changed_algo = algo == "rmsprop" ? "" : "algo = " + algo + ", ";
+    EXPECT_EQ(lines.summary, (std::vector<std::string>{"info " + display + " settings: " +
+                                                        changed_algo +
+                                                        "learning_rate = 0.1, max_updates = 1, "
+                                                        "the others default"}))
+        << algo;
     EXPECT_EQ(lines.others,
               (std::vector<std::string>{"info validation 1 loss=2.250000 *",
                                         "info " + display + " 1 loss=2.250000", closing}))

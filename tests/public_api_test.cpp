@@ -315,6 +315,30 @@ TEST(PublicParams, FromAModulesNamedParametersSharingItsTensors) {
   EXPECT_FALSE(torch::allclose(linear->weight.detach(), weight_before));
 }
 
+// As torch::optim accepts {a, b}: a brace list of tensors, shared, named param0, param1.
+TEST(PublicParams, FromBraceListOfTensors) {
+  auto a = torch::zeros({2}, torch::kDouble);
+  auto b = torch::ones({1, 3}, torch::kDouble);
+  const downhill::Params params{a, b};
+  ASSERT_EQ(params.size(), 2u);
+  EXPECT_EQ(params.name(0), "param0");
+  EXPECT_EQ(params.name(1), "param1");
+  EXPECT_TRUE(params.tensor(0).is_same(a));
+  EXPECT_TRUE(params.tensor(1).is_same(b));
+
+  // Straight into build(), and the update reaches the caller's tensors: p ← p − 0.5·1.
+  auto opt = downhill::build("sgd", {a, b}, downhill::Options().learning_rate(0.5));
+  ASSERT_EQ(opt->params().name(1), "param1");
+  ASSERT_TRUE(opt->apply({torch::ones({2}, torch::kDouble), torch::ones({1, 3}, torch::kDouble)}));
+  EXPECT_TRUE(torch::equal(a, torch::full({2}, -0.5, torch::kDouble)));
+  EXPECT_TRUE(torch::equal(b, torch::full({1, 3}, 0.5, torch::kDouble)));
+
+  // Named entries keep their meaning: {{"x", a}} is one parameter named x.
+  const downhill::Params named{{"x", a}};
+  ASSERT_EQ(named.size(), 1u);
+  EXPECT_EQ(named.name(0), "x");
+}
+
 TEST(PublicParams, FromPlainTensorsNamedParamZeroOneTwo) {
   auto t0 = torch::zeros({2}, torch::kDouble);
   auto t1 = torch::ones({1, 3}, torch::kDouble);

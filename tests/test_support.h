@@ -49,12 +49,12 @@ class ScopedLogLevel {
 // Routes downhill's log lines into a string for the lifetime of the object.
 class LogCapture {
  public:
-  LogCapture()
+  explicit LogCapture(spdlog::level::level_enum level = spdlog::level::info)
       : saved_sinks_(downhill::logger()->sinks()), saved_level_(downhill::logger()->level()) {
     auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(lines_);
     sink->set_pattern("%l %v");
     downhill::logger()->sinks() = {sink};
-    downhill::logger()->set_level(spdlog::level::info);
+    downhill::logger()->set_level(level);
   }
   ~LogCapture() {
     downhill::logger()->sinks() = saved_sinks_;

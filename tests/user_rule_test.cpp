@@ -3,14 +3,12 @@
 // with initial state values. Registered by name, they run through the same update chain as the
 // built-in algorithms; Lion's trajectory is held to the formula worked out here in plain double
 // arithmetic, and its fused kernel to its tensor reference, bit for bit.
-#include <ATen/record_function.h>
 #include <downhill/downhill.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <cmath>
 #include <limits>
 #include <ostream>
@@ -19,39 +17,10 @@
 #include <tuple>
 #include <vector>
 
+#include "lion_rule.h"  // examples/: the rule the guide shows
+#include "operator_count.h"
+
 namespace {
-
-// Lion's own settings. Defined outside the rule template: the registry keeps one Settings
-// value and hands it to Lion<float>, Lion<double> and Lion<at::Tensor> alike, so the type must
-// not depend on V (a struct declared inside the template would be three different types, and
-// register_rule<Lion> would not compile).
-struct LionSettings {
-  double beta1 = 0.9;
-  double beta2 = 0.99;
-};
-
-// Lion (Chen et al. 2023): u = lr·sign(β₁m + (1−β₁)g); m ← β₂m + (1−β₂)g.
-template <typename V>
-struct Lion {
-  using Settings = LionSettings;
-  static constexpr const char* name = "Lion";
-  static constexpr std::array<const char*, 1> state = {"m"};
-
-  V lr, beta1, rest1, beta2, rest2;
-  Lion(const downhill::RuleContext& c, const Settings& s)
-      : lr(c.constant<V>(c.learning_rate())),
-        beta1(c.constant<V>(s.beta1)),
-        rest1(c.constant<V>(1 - s.beta1)),
-        beta2(c.constant<V>(s.beta2)),
-        rest2(c.constant<V>(1 - s.beta2)) {}
-
-  V operator()(const V& g, std::array<V, 1>& s) const {
-    auto& [m] = s;
-    const V u = lr * downhill::lanes::sign(beta1 * m + rest1 * g);
-    m = beta2 * m + rest2 * g;
-    return u;
-  }
-};
 
 // SignSGD: u = lr·sign(g). No state, no settings.
 template <typename V>
@@ -373,26 +342,13 @@ TEST(UserRuleFused, FusedAndReferenceAgreeBitForBit) {
   }
 }
 
-// Counts ATen operators run on this thread while installed.
-std::atomic<int64_t> operator_calls{0};
-
-std::unique_ptr<at::ObserverContext> count_operator(const at::RecordFunction&) {
-  ++operator_calls;
-  return nullptr;
-}
-
 // The ATen operators one update (after the first, which allocates the state) runs.
 int64_t operators_per_update(const std::string& algo, const downhill::Options& options,
                              const torch::Tensor& param) {
   auto opt = downhill::build(algo, {{"x", param}}, options);
   const auto grad = torch::randn_like(param);
   opt->apply({grad});
-  operator_calls = 0;
-  const auto handle =
-      at::addThreadLocalCallback(at::RecordFunctionCallback(count_operator).needsInputs(false));
-  opt->apply({grad});
-  at::removeCallback(handle);
-  return operator_calls.load();
+  return downhill::testing::aten_operators_in([&] { opt->apply({grad}); });
 }
 
 // A user's rule gets the fused kernel: an update of a contiguous float CPU parameter is one

@@ -28,6 +28,9 @@ class Params {
   Params(const torch::OrderedDict<std::string, torch::Tensor>& named);  // NOLINT
   /// From plain tensors, named `param0`, `param1`, ...
   Params(const std::vector<torch::Tensor>& tensors);  // NOLINT
+  /// From a brace list of tensors, `{a, b}`, named `param0`, `param1`, ... (as
+  /// torch::optim accepts them).
+  Params(std::initializer_list<torch::Tensor> tensors);
 
   size_t size() const noexcept { return entries_.size(); }
   bool empty() const noexcept { return entries_.empty(); }
