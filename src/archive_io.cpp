@@ -1,5 +1,8 @@
 #include "archive_io.h"
 
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
+
 #include "text.h"
 
 namespace downhill::detail {

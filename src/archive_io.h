@@ -3,13 +3,18 @@
 // own state (the update engine, the loop) and by the checkpoint file itself. Internal.
 
 #include <ATen/ATen.h>
-#include <torch/serialize/input-archive.h>
-#include <torch/serialize/output-archive.h>
 
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
+
+// Declared only: the archive headers are heavy, and only the files that read or write
+// entries include them.
+namespace torch::serialize {
+class InputArchive;
+class OutputArchive;
+}  // namespace torch::serialize
 
 namespace downhill::detail {
 

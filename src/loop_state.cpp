@@ -1,6 +1,8 @@
 #include "loop_state.h"
 
 #include <downhill/dataset.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
 
 #include <sstream>
 #include <stdexcept>

@@ -3,6 +3,8 @@
 #include <downhill/logging.h>
 #include <spdlog/spdlog.h>
 #include <torch/csrc/autograd/variable.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
 
 #include <cmath>
 #include <stdexcept>
