@@ -1,5 +1,6 @@
 #pragma once
-// What step() hands a rule that takes Hessian-vector products (ESGD). Internal.
+// What step() hands a rule that takes Hessian-vector products (ESGD); defined in
+// hessian.cpp, with the products themselves. Internal.
 
 #include <downhill/options.h>
 #include <torch/types.h>

@@ -102,6 +102,19 @@ struct ScaleGradient {
   V operator()(const V& g) const { return g * scale * tail; }
 };
 
+/// The tensor form skips the multiplications when the factor is 1 (no clipping): one
+/// temporary less per update, same values.
+template <>
+struct ScaleGradient<at::Tensor> {
+  at::Tensor scale, tail;
+  bool identity;
+  ScaleGradient(at::Tensor scale_factor, at::Tensor tail_factor)
+      : scale(std::move(scale_factor)),
+        tail(std::move(tail_factor)),
+        identity(scale.item<double>() == 1.0 && tail.item<double>() == 1.0) {}
+  at::Tensor operator()(const at::Tensor& g) const { return identity ? g : g * scale * tail; }
+};
+
 /// No momentum: p ← p − u.
 template <typename V>
 struct PlainStep {
@@ -129,6 +142,36 @@ struct NesterovStep {
   void operator()(V& p, V& w, const V& u) const {
     w = mu_squared * w - one_plus_mu * u;
     p = p + w;
+  }
+};
+
+// The step stages' tensor forms write the live parameter and velocity in place (the
+// element forms' arithmetic, in the same order, so the same roundings), rather than making
+// new tensors to copy back.
+template <>
+struct PlainStep<at::Tensor> {
+  static constexpr bool kUsesVelocity = false;
+  void operator()(at::Tensor& p, at::Tensor& /*w*/, const at::Tensor& u) const { p.sub_(u); }
+};
+
+template <>
+struct MomentumStep<at::Tensor> {
+  static constexpr bool kUsesVelocity = true;
+  at::Tensor mu;
+  void operator()(at::Tensor& p, at::Tensor& w, const at::Tensor& u) const {
+    w.mul_(mu).sub_(u);
+    p.add_(w);
+  }
+};
+
+template <>
+struct NesterovStep<at::Tensor> {
+  static constexpr bool kUsesVelocity = true;
+  at::Tensor mu_squared, one_plus_mu;
+  void operator()(at::Tensor& p, at::Tensor& w, const at::Tensor& u) const {
+    // Not sub_(u, alpha): ATen may compute w − alpha·u with one FMA rounding.
+    w.mul_(mu_squared).sub_(one_plus_mu * u);
+    p.add_(w);
   }
 };
 
@@ -294,8 +337,11 @@ void run_reference(const ChainT& chain, const ParamTensors& target) {
   typename ChainT::State state;
   for (size_t k = 0; k < ChainT::kSlots; ++k) state[k] = (*target.slots)[k];
   chain(target.grad, target.hv, p, w, state);
-  target.param.copy_(p);
-  if constexpr (ChainT::kUsesVelocity) target.velocity->copy_(w);
+  // The step stages write in place; a stage that made new tensors is copied back.
+  if (!p.is_same(target.param)) target.param.copy_(p);
+  if constexpr (ChainT::kUsesVelocity) {
+    if (!w.is_same(*target.velocity)) target.velocity->copy_(w);
+  }
   for (size_t k = 0; k < ChainT::kSlots; ++k) {
     auto& live = (*target.slots)[k];
     if (!state[k].is_same(live)) live.copy_(state[k]);
