@@ -201,10 +201,10 @@ TEST(LogLines, EachPassLineNamesTheAlgorithm) {
     EXPECT_TRUE(lines.settings.empty()) << algo;  // at debug level only
     // algo = rmsprop is the default, so only the others name it.
     const std::string changed_algo = algo == "rmsprop" ? "" : "algo = " + algo + ", ";
-    EXPECT_EQ(lines.summary, (std::vector<std::string>{"info " + display + " settings: " +
-                                                        changed_algo +
-                                                        "learning_rate = 0.1, max_updates = 1, "
-                                                        "the others default"}))
+    EXPECT_EQ(lines.summary,
+              (std::vector<std::string>{"info " + display + " settings: " + changed_algo +
+                                        "learning_rate = 0.1, max_updates = 1, "
+                                        "the others default"}))
         << algo;
     EXPECT_EQ(lines.others,
               (std::vector<std::string>{"info validation 1 loss=2.250000 *",
