@@ -15,11 +15,7 @@ at::Tensor clip_reference(const at::Tensor& grad, double grad_scale, double clip
   if (grad_scale == 1.0) return grad;
   // As the fused kernels do: two factors, so that a scale below the dtype's normal
   // range keeps its digits.
-  const auto [scale, tail] = grad.scalar_type() == at::kFloat ? [&] {
-    const auto [s, t] = split_scale<float>(grad_scale);
-    return std::pair<double, double>(s, t);
-  }()
-                                                              : split_scale<double>(grad_scale);
+  const auto [scale, tail] = split_scale(grad.scalar_type(), grad_scale);
   return tail == 1.0 ? grad * scale : grad * scale * tail;
 }
 

@@ -86,6 +86,15 @@ std::pair<T, T> split_scale(double scale) {
   return {static_cast<T>(scale / tail), static_cast<T>(tail)};
 }
 
+/// split_scale for a parameter of `dtype` (float or double), as doubles.
+inline std::pair<double, double> split_scale(at::ScalarType dtype, double scale) {
+  if (dtype == at::kFloat) {
+    const auto [factor, tail] = split_scale<float>(scale);
+    return {factor, tail};
+  }
+  return split_scale<double>(scale);
+}
+
 // ---- Stages: each a small type with one body for elements and tensors alike. ----
 
 /// Clipping by element: g limited to [−c, c].
@@ -232,11 +241,7 @@ void with_chain(const RuleT& rule, const ChainSettings& settings, const RuleCont
     visit(ClipElements<V>{constant(-settings.clip_elem), constant(settings.clip_elem)});
     return;
   }
-  const auto [scale, tail] = dtype == at::kFloat ? [&] {
-    const auto [s, t] = split_scale<float>(settings.grad_scale);
-    return std::pair<double, double>(s, t);
-  }()
-                                                 : split_scale<double>(settings.grad_scale);
+  const auto [scale, tail] = split_scale(dtype, settings.grad_scale);
   visit(ScaleGradient<V>{constant(scale), constant(tail)});
 }
 
