@@ -50,7 +50,18 @@ void require_non_negative(const char* setting, double value) {
   if (!(value >= 0) || std::isinf(value)) refuse(setting, value, "a finite number >= 0");
 }
 
+// ln 2 / −ln β, the half-life of an average that keeps β of the old value.
+double halflife_of(const char* setting, double beta) {
+  if (!(beta > 0 && beta < 1)) refuse(setting, beta, "(0, 1)");
+  return std::log(2.0) / -std::log(beta);
+}
+
 }  // namespace
+
+Options& Options::beta1(double beta) { return beta1_halflife(halflife_of("beta1", beta)); }
+Options& Options::beta2(double beta) { return beta2_halflife(halflife_of("beta2", beta)); }
+double Options::beta1() const { return std::exp(-std::log(2.0) / beta1_halflife_); }
+double Options::beta2() const { return std::exp(-std::log(2.0) / beta2_halflife_); }
 
 void Options::validate() const {
   require_positive("learning_rate", learning_rate_);
@@ -73,6 +84,15 @@ void Options::validate() const {
     allowed << "a finite number >= rprop_min_step (" << rprop_min_step_ << ")";
     refuse("rprop_max_step", rprop_max_step_, allowed.str().c_str());
   }
+  require_non_negative("weight_decay", weight_decay_);
+  require_non_negative("max_gradient_global_norm", max_gradient_global_norm_);
+  if (accumulate_ < 1) refuse("accumulate", accumulate_, "an integer >= 1");
+  if (plateau_patience_ < 0) refuse("plateau_patience", plateau_patience_, "an integer >= 0");
+  if (!(plateau_factor_ > 0 && plateau_factor_ < 1)) {
+    refuse("plateau_factor", plateau_factor_, "(0, 1)");
+  }
+  require_non_negative("plateau_min_learning_rate", plateau_min_learning_rate_);
+  if (plateau_cooldown_ < 0) refuse("plateau_cooldown", plateau_cooldown_, "an integer >= 0");
   if (patience_ < 0) refuse("patience", patience_, "an integer >= 0");
   if (validate_every_ < 1) refuse("validate_every", validate_every_, "an integer >= 1");
   require_non_negative("min_improvement", min_improvement_);
@@ -115,10 +135,18 @@ std::vector<std::pair<std::string, std::string>> Options::settings() const {
   add("rprop_min_step", rprop_min_step_);
   add("rprop_max_step", rprop_max_step_);
   add("hv_method", to_string(hv_method_));
+  add("weight_decay", weight_decay_);
+  add("max_gradient_global_norm", max_gradient_global_norm_);
+  add("learning_rate_schedule", learning_rate_schedule_ ? "set" : "none");
+  add("accumulate", accumulate_);
   add("fused", fused_ ? "true" : "false");
   add("patience", patience_);
   add("validate_every", validate_every_);
   add("min_improvement", min_improvement_);
+  add("plateau_patience", plateau_patience_);
+  add("plateau_factor", plateau_factor_);
+  add("plateau_min_learning_rate", plateau_min_learning_rate_);
+  add("plateau_cooldown", plateau_cooldown_);
   add("monitor_gradients", monitor_gradients_ ? "true" : "false");
   add("batch_size", batch_size_);
   add_optional("max_updates", max_updates_);

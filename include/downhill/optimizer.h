@@ -42,12 +42,29 @@ class Optimizer {
   const Params& params() const noexcept;
   /// The parameter tensors, in the order of params().
   std::vector<torch::Tensor> tensors() const;
+  /// The optimizer's options, which are also parameter group 0's update settings.
   const Options& options() const noexcept;
+  /// The update settings of parameter group `group` (Params::group(); 0: options()).
+  /// Throws std::out_of_range for a group that does not exist.
+  const Options& group_options(size_t group) const;
+
+  /// Changes settings of this live optimizer between updates: `change` edits a copy of
+  /// the options and of every group's settings, e.g.
+  /// `opt->change_options([](Options& o) { o.learning_rate(1e-3); })`. The result is
+  /// validated first; on an error (std::invalid_argument naming the setting) nothing
+  /// changes. It takes effect at the next update (or, for loop settings, the next use),
+  /// and the update settings are saved in checkpoints. The algorithm cannot change, nor
+  /// can momentum be turned on or off (its velocity is state), nor accumulate while a
+  /// window of batches is partly summed.
+  void change_options(const GroupSettings& change);
+  /// As change_options(change), for the update settings of group `group` only.
+  void change_options(size_t group, const GroupSettings& change);
   /// Whether apply() needs Hessian-vector products (ESGD).
   virtual bool needs_hessian_vector_products() const;
 
   /// Applies one update from gradients you computed (one per parameter, in the
-  /// order of params()): clipping, the algorithm and momentum. Throws
+  /// order of params(); a frozen group's may be undefined): clipping, the algorithm,
+  /// weight decay, the schedule and momentum. Throws
   /// std::invalid_argument, updating nothing, if any gradient does not match its
   /// parameter (count, shape, dtype, device). Returns false, updating nothing
   /// (parameters and state stay exactly as they were), if any gradient holds a
@@ -59,7 +76,9 @@ class Optimizer {
 
   /// One mini-batch: evaluates the loss, differentiates it (with Hessian-vector
   /// products for ESGD) and applies the update. Returns that batch's monitors,
-  /// computed before the update. Needs an optimizer built with a loss.
+  /// computed before the update. Needs an optimizer built with a loss. With
+  /// Options::accumulate(k), the update comes at every k-th batch, from the mean of
+  /// the k batches' gradients.
   Monitors step(const Batch& batch);
   /// Monitors averaged over one pass of `data` (weighted by samples); no update.
   Monitors evaluate(Dataset& data);

@@ -2,6 +2,7 @@
 // Every setting of an optimizer and of its loop, as chainable setters.
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -20,6 +21,10 @@ enum class HvMethod {
 
 /// The name of an HvMethod: "rop", "lop" or "grad".
 std::string_view to_string(HvMethod method);
+
+/// A learning-rate schedule: the factor f(t) that multiplies the update number t (0 for
+/// the first). downhill/schedules.h has the usual ones.
+using Schedule = std::function<double(int64_t update)>;
 
 // Declares a setting: a chainable setter and a getter of the same name.
 #define DOWNHILL_SETTING(Type, name, initial)           \
@@ -80,6 +85,21 @@ class Options {
   DOWNHILL_SETTING(double, rprop_max_step, 100.0);
   /// How ESGD computes Hessian-vector products.
   DOWNHILL_SETTING(HvMethod, hv_method, HvMethod::kRop);
+  /// Decoupled weight decay λ: the update gains lr·f(t)·λ·p (p before the step; ADADELTA,
+  /// which has no learning rate, f(t)·λ·p), before momentum; >= 0. With momentum 0,
+  /// Adam with beta1(0.9), beta2(0.999) and this is torch.optim.AdamW.
+  DOWNHILL_SETTING(double, weight_decay, 0.0);
+  /// After per-element / per-parameter clipping, scale every gradient by min(1, c / ‖g‖₂),
+  /// the norm taken over all parameters together (torch::nn::utils::clip_grad_norm_);
+  /// 0 = off.
+  DOWNHILL_SETTING(double, max_gradient_global_norm, 0.0);
+  /// f(t), which multiplies the rule's update at update t (0 for the first); the rule's
+  /// state sees the unscaled update. Empty (the default): f = 1. Each value must be
+  /// finite and >= 0.
+  DOWNHILL_SETTING(Schedule, learning_rate_schedule, {});
+  /// One update per this many batches, from the mean of their gradients; >= 1. Not with
+  /// ESGD, which clips its gradients inside each batch's graph.
+  DOWNHILL_SETTING(int64_t, accumulate, 1);
   /// Use the fused single-pass CPU kernels where they apply (contiguous float/double
   /// CPU tensors). Off, every update runs the tensor-op reference; for testing.
   DOWNHILL_SETTING(bool, fused, true);
@@ -91,7 +111,18 @@ class Options {
   DOWNHILL_SETTING(int64_t, validate_every, 10);
   /// Relative improvement of the validation loss that counts as progress; >= 0.
   DOWNHILL_SETTING(double, min_improvement, 0.0);
-  /// Report grad(NAME), the L2 norm of each raw gradient, among the monitors.
+  /// Reduce on plateau: after this many validations without improvement, multiply the
+  /// learning rate by plateau_factor; 0 = off, else >= 1.
+  DOWNHILL_SETTING(int64_t, plateau_patience, 0);
+  /// The factor of each plateau reduction; in (0, 1).
+  DOWNHILL_SETTING(double, plateau_factor, 0.1);
+  /// The learning rate that plateau reductions never go below; >= 0.
+  DOWNHILL_SETTING(double, plateau_min_learning_rate, 0.0);
+  /// Validations after a plateau reduction before validations without improvement count
+  /// again; >= 0.
+  DOWNHILL_SETTING(int64_t, plateau_cooldown, 0);
+  /// Report grad(NAME), the L2 norm of each raw gradient, among the monitors (and, with
+  /// max_gradient_global_norm, grad_norm, the norm over all of them).
   DOWNHILL_SETTING(bool, monitor_gradients, false);
   /// Mini-batch size used when minimize() wraps tensors in a Dataset; <= 0 = one batch.
   DOWNHILL_SETTING(int64_t, batch_size, 32);
@@ -116,6 +147,16 @@ class Options {
  public:
   /// Parses "rop", "lop" or "grad" (any case); throws std::invalid_argument otherwise.
   Options& hv_method(std::string_view name);
+
+  /// Adam's β₁ in PyTorch's terms: sets beta1_halflife to ln 2 / −ln β. Throws
+  /// std::invalid_argument unless β is in (0, 1).
+  Options& beta1(double beta);
+  /// β₁ = exp(−ln 2 / beta1_halflife).
+  double beta1() const;
+  /// Adam's β₂ in PyTorch's terms: sets beta2_halflife to ln 2 / −ln β; β in (0, 1).
+  Options& beta2(double beta);
+  /// β₂ = exp(−ln 2 / beta2_halflife).
+  double beta2() const;
 
   /// Every setting as (name, value) text, in declaration order, for logging.
   std::vector<std::pair<std::string, std::string>> settings() const;
