@@ -173,6 +173,8 @@ struct Iteration::Impl {
   // Evaluates the validation data and keeps the parameters when they are the best so far.
   // Returns whether they were.
   bool validate();
+  // Reduce on plateau, after a validation that `improved` or not.
+  void reduce_on_plateau(bool improved);
   Monitors train_pass();
 
   Optimizer& optimizer;
@@ -251,6 +253,7 @@ bool Iteration::Impl::validate() {
     loop.keep_best(optimizer.params());
   }
   counters.last_validation = validation;
+  reduce_on_plateau(improved);
   if (!std::isfinite(value)) {
     log->warn("validation {} loss is {}; it does not count as an improvement", counters.validations,
               value);
@@ -260,6 +263,27 @@ bool Iteration::Impl::validate() {
               improved ? " *" : "");
   }
   return improved;
+}
+
+// As torch.optim.lr_scheduler.ReduceLROnPlateau: validations without improvement are counted
+// (not during a cooldown); at plateau_patience of them, every group's learning rate is
+// multiplied by plateau_factor, not below plateau_min_learning_rate.
+void Iteration::Impl::reduce_on_plateau(bool improved) {
+  const auto& options = optimizer.options();
+  if (options.plateau_patience() == 0) return;
+  auto& counters = loop.counters;
+  counters.plateau_waiting = improved ? 0 : counters.plateau_waiting + 1;
+  if (counters.plateau_cooldown > 0) {
+    --counters.plateau_cooldown;
+    counters.plateau_waiting = 0;
+  }
+  if (counters.plateau_waiting < options.plateau_patience()) return;
+  counters.plateau_waiting = 0;
+  counters.plateau_cooldown = options.plateau_cooldown();
+  if (engine.reduce_learning_rate(options.plateau_factor(), options.plateau_min_learning_rate())) {
+    log->info("validation {}: no improvement in {} validations; learning rate reduced to {}",
+              counters.validations, options.plateau_patience(), options.learning_rate());
+  }
 }
 
 bool Iteration::Impl::advance() {

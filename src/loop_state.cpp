@@ -114,6 +114,8 @@ void LoopState::save(torch::serialize::OutputArchive& archive, const Dataset* tr
   archive.write("best_validation", c10::IValue(counters.best_validation));
   archive.write("best_loss", c10::IValue(counters.best_loss));
   archive.write("consecutive_skipped", c10::IValue(counters.consecutive_skipped));
+  archive.write("plateau_waiting", c10::IValue(counters.plateau_waiting));
+  archive.write("plateau_cooldown", c10::IValue(counters.plateau_cooldown));
   write_monitors(archive, counters.last_validation);
   write_pass(archive, counters.pass);
   int64_t datasets = 0;
@@ -139,6 +141,9 @@ LoopSnapshot LoopState::read(torch::serialize::InputArchive& archive, const Mism
   c.best_validation = read_value(archive, "best_validation").toInt();
   c.best_loss = read_value(archive, "best_loss").toDouble();
   c.consecutive_skipped = read_value(archive, "consecutive_skipped").toInt();
+  c10::IValue plateau;  // absent in older checkpoints
+  if (archive.try_read("plateau_waiting", plateau)) c.plateau_waiting = plateau.toInt();
+  if (archive.try_read("plateau_cooldown", plateau)) c.plateau_cooldown = plateau.toInt();
   c.last_validation = read_monitors(archive);
   read_pass(archive, c.pass);
   const auto datasets = read_value(archive, "dataset_count").toInt();

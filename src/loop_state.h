@@ -43,6 +43,8 @@ struct LoopCounters {
   int64_t best_validation = 0;  // 0: no finite validation yet
   double best_loss = 0.0;
   int64_t consecutive_skipped = 0;
+  int64_t plateau_waiting = 0;   // validations without improvement toward a reduction
+  int64_t plateau_cooldown = 0;  // validations left before those count again
   Monitors last_validation;
   PassProgress pass;
 };

@@ -64,16 +64,29 @@ class Optimizer::HookRule final : public detail::UpdateRule {
   }
   // The subclass overrides Optimizer::needs_hessian_vector_products() itself.
   bool needs_hessian_vector_products() const override { return false; }
+  bool uses_learning_rate() const override { return true; }
   bool forces_nesterov() const override { return false; }
-  void begin_update(const Options&, int64_t) override { owner_.begin_update(); }
+  // Once per update, though the engine begins each parameter group.
+  void begin_update(const Options&, int64_t update) override {
+    if (update == last_update_) return;
+    last_update_ = update;
+    owner_.begin_update();
+  }
   void update(const detail::ParamTensors& target, const detail::ChainSettings& chain,
               bool fused) override {
-    if (fused && owner_.fused_update(target.index, target.grad, target.hv, chain.grad_scale,
-                                     chain.clip_elem)) {
+    // The subclass's fused hook knows clipping and momentum only: it runs when nothing else
+    // (a global-norm factor after element clipping, a schedule, weight decay) applies.
+    const bool hook_suffices = chain.update_scale == 1.0 && chain.decay == 0.0 &&
+                               (chain.clip_elem == 0.0 || chain.grad_scale == 1.0);
+    if (fused && hook_suffices &&
+        owner_.fused_update(target.index, target.grad, target.hv, chain.grad_scale,
+                            chain.clip_elem)) {
       return;
     }
     const auto clipped = detail::clip_reference(target.grad, chain.grad_scale, chain.clip_elem);
-    const auto update = owner_.compute_update(target.index, clipped, target.hv, *target.slots);
+    const auto update = detail::adjust_reference(
+        owner_.compute_update(target.index, clipped, target.hv, *target.slots), target.param,
+        chain.update_scale, chain.decay);
     auto param = target.param;
     torch::Tensor none;
     detail::momentum_reference(param, target.velocity ? *target.velocity : none, update,
@@ -82,6 +95,7 @@ class Optimizer::HookRule final : public detail::UpdateRule {
 
  private:
   Optimizer& owner_;
+  int64_t last_update_ = 0;
 };
 
 Optimizer::Optimizer(std::string name, Loss loss, Params params, Options options)
@@ -105,6 +119,15 @@ const std::string& Optimizer::name() const noexcept { return engine_->name(); }
 const Params& Optimizer::params() const noexcept { return engine_->params(); }
 std::vector<torch::Tensor> Optimizer::tensors() const { return engine_->params().tensors(); }
 const Options& Optimizer::options() const noexcept { return engine_->options(); }
+const Options& Optimizer::group_options(size_t group) const {
+  return engine_->group_options(group);
+}
+void Optimizer::change_options(const GroupSettings& change) {
+  engine_->change_options(std::nullopt, change);
+}
+void Optimizer::change_options(size_t group, const GroupSettings& change) {
+  engine_->change_options(group, change);
+}
 int64_t Optimizer::update_count() const noexcept { return engine_->update_count(); }
 NamedTensors Optimizer::state() { return engine_->state(); }
 std::vector<torch::Tensor>& Optimizer::slots(size_t index) { return engine_->slots(index); }
@@ -116,6 +139,11 @@ bool Optimizer::needs_hessian_vector_products() const {
 
 bool Optimizer::nesterov() const {
   return options().nesterov() || engine_->rule().forces_nesterov();
+}
+
+bool Optimizer::forced_nesterov() const {
+  // A subclass that overrides nesterov() to true forces it on every group, as NAG does.
+  return engine_->rule().forces_nesterov() || (nesterov() && !options().nesterov());
 }
 
 torch::Tensor Optimizer::initial_state(size_t /*slot*/, const torch::Tensor& param) const {
@@ -156,15 +184,17 @@ bool Optimizer::apply(const std::vector<torch::Tensor>& grads) {
         " needs Hessian-vector products: call apply(grads, hessian_vector_products), or step()");
   }
   engine_->check_tensors(grads, "gradient");
-  return engine_->apply(grads, {}, false, nesterov());
+  return engine_->apply(grads, {}, false, forced_nesterov());
 }
 
 bool Optimizer::apply(const std::vector<torch::Tensor>& grads,
                       const std::vector<torch::Tensor>& hessian_vector_products) {
   engine_->check_tensors(grads, "gradient");
-  if (!needs_hessian_vector_products()) return engine_->apply(grads, {}, false, nesterov());
+  if (!needs_hessian_vector_products()) {
+    return engine_->apply(grads, {}, false, forced_nesterov());
+  }
   engine_->check_tensors(hessian_vector_products, "Hessian-vector product");
-  return engine_->apply(grads, hessian_vector_products, false, nesterov());
+  return engine_->apply(grads, hessian_vector_products, false, forced_nesterov());
 }
 
 void Optimizer::require_loss(const char* call) const {
@@ -189,9 +219,19 @@ std::vector<torch::Tensor> Optimizer::gradients(const torch::Tensor& loss, bool 
         "downhill: the loss does not depend on any parameter that requires grad");
   }
   const auto tensors = params().tensors();
-  auto grads = torch::autograd::grad({loss}, tensors, /*grad_outputs=*/{},
-                                     /*retain_graph=*/create_graph, create_graph,
-                                     /*allow_unused=*/true);
+  // A frozen group's parameters need not require grad; those that do not get zeros.
+  std::vector<torch::Tensor> inputs;
+  std::vector<size_t> input_index;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (!tensors[i].requires_grad()) continue;
+    inputs.push_back(tensors[i]);
+    input_index.push_back(i);
+  }
+  const auto computed = torch::autograd::grad({loss}, inputs, /*grad_outputs=*/{},
+                                              /*retain_graph=*/create_graph, create_graph,
+                                              /*allow_unused=*/true);
+  std::vector<torch::Tensor> grads(tensors.size());
+  for (size_t k = 0; k < computed.size(); ++k) grads[input_index[k]] = computed[k];
   if (std::none_of(grads.begin(), grads.end(), [](const auto& g) { return g.defined(); })) {
     std::string names;
     for (const auto& [name, tensor] : params()) names += (names.empty() ? "'" : ", '") + name + "'";
@@ -202,7 +242,7 @@ std::vector<torch::Tensor> Optimizer::gradients(const torch::Tensor& loss, bool 
   }
   for (size_t i = 0; i < grads.size(); ++i) {
     if (grads[i].defined()) continue;
-    if (!warned_unused_) {
+    if (!warned_unused_ && !params().is_frozen(params().group_of(i))) {
       logger()->warn("{}: the loss does not reach parameter '{}'; its gradient is taken as zero",
                      name(), params().name(i));
       warned_unused_ = true;
@@ -216,23 +256,31 @@ Monitors Optimizer::step(const Batch& batch) {
   require_loss("step()");
   auto [loss, monitors] = evaluate_batch(batch);
   const bool needs_hv = needs_hessian_vector_products();
-  const auto grads = gradients(loss, /*create_graph=*/needs_hv);
+  if (needs_hv && (options().accumulate() > 1 || options().max_gradient_global_norm() > 0)) {
+    throw std::invalid_argument("downhill: " + name() +
+                                " computes Hessian-vector products, clipped inside each batch's "
+                                "graph; allowed: accumulate(1) and max_gradient_global_norm(0)");
+  }
+  auto grads = gradients(loss, /*create_graph=*/needs_hv);
   if (options().monitor_gradients()) {
+    double global_sum = 0.0;
     for (size_t i = 0; i < grads.size(); ++i) {
-      monitors.set("grad(" + params().name(i) + ")",
-                   std::sqrt(detail::sum_of_squares(grads[i].detach())));
+      const double sum = detail::sum_of_squares(grads[i].detach());
+      global_sum += sum;
+      monitors.set("grad(" + params().name(i) + ")", std::sqrt(sum));
     }
+    if (options().max_gradient_global_norm() > 0) monitors.set("grad_norm", std::sqrt(global_sum));
   }
   if (!std::isfinite(monitors.at("loss"))) {
     engine_->skip("non-finite loss (" + std::to_string(monitors.at("loss")) + ")");
     return monitors;
   }
   if (!needs_hv) {
-    engine_->apply(grads, {}, false, nesterov());
+    if (engine_->add_to_window(grads)) engine_->apply(grads, {}, false, forced_nesterov());
     return monitors;
   }
   const auto clipped = detail::clipped_gradients_and_products(grads, tensors(), options());
-  engine_->apply(clipped.grads, clipped.hvs, /*already_clipped=*/true, nesterov());
+  engine_->apply(clipped.grads, clipped.hvs, /*already_clipped=*/true, forced_nesterov());
   return monitors;
 }
 

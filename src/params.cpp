@@ -7,9 +7,7 @@ namespace downhill {
 
 Params::Params(std::initializer_list<Entry> entries) : entries_(entries) { number_group_zero(); }
 
-Params::Params(std::vector<Entry> entries) : entries_(std::move(entries)) {
-  number_group_zero();
-}
+Params::Params(std::vector<Entry> entries) : entries_(std::move(entries)) { number_group_zero(); }
 
 Params::Params(const torch::OrderedDict<std::string, torch::Tensor>& named) {
   entries_.reserve(named.size());

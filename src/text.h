@@ -17,4 +17,7 @@ std::string describe(const at::Tensor& tensor);
 /// `text` in lower case (ASCII), for case-insensitive names.
 std::string to_lower(std::string_view text);
 
+/// `value` as a stream writes it (6 significant digits), for messages.
+std::string format_number(double value);
+
 }  // namespace downhill::detail

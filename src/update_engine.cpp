@@ -13,6 +13,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "group_settings.h"
 #include "param_checks.h"
 #include "text.h"
 #include "update_stages.h"
@@ -80,7 +81,10 @@ void check_params(const Params& params, bool needs_grad) {
   }
   std::unordered_set<const void*> seen_tensors;
   std::unordered_set<std::string> seen_names;
-  for (const auto& [name, tensor] : params) {
+  for (size_t index = 0; index < params.size(); ++index) {
+    const auto& name = params.name(index);
+    const auto& tensor = params.tensor(index);
+    const bool frozen = params.is_frozen(params.group_of(index));
     if (!tensor.defined()) {
       throw std::invalid_argument("downhill: parameter '" + name + "' is an undefined tensor");
     }
@@ -110,7 +114,7 @@ void check_params(const Params& params, bool needs_grad) {
                                   "' is the same tensor as an earlier parameter; each "
                                   "tensor may appear once");
     }
-    if (needs_grad && !tensor.requires_grad()) {
+    if (needs_grad && !tensor.requires_grad() && !frozen) {
       throw std::invalid_argument("downhill: parameter '" + name +
                                   "' does not require grad; the loss needs its gradient, so "
                                   "create it with torch::requires_grad() or call "
@@ -122,12 +126,90 @@ void check_params(const Params& params, bool needs_grad) {
 
 UpdateEngine::UpdateEngine(std::string name, Params params, Options options,
                            std::unique_ptr<UpdateRule> rule, bool needs_grad)
-    : name_(std::move(name)),
-      params_(std::move(params)),
-      options_(std::move(options)),
-      rule_(std::move(rule)) {
-  options_.validate();
+    : name_(std::move(name)), params_(std::move(params)), rule_(std::move(rule)) {
+  options.validate();
   check_params(params_, needs_grad);
+  group_options_ = resolve_group_options(params_, options);
+  check_rule_settings(group_options_[0]);
+}
+
+void UpdateEngine::check_rule_settings(const Options& options) const {
+  auto refuse = [&](const std::string& setting, const std::string& why) {
+    throw std::invalid_argument("downhill: setting " + setting + " is invalid for " + name_ + "; " +
+                                why);
+  };
+  if (rule_->needs_hessian_vector_products()) {
+    if (options.accumulate() > 1) {
+      refuse("accumulate = " + std::to_string(options.accumulate()),
+             "it clips its gradients inside each batch's graph; allowed: 1");
+    }
+    if (options.max_gradient_global_norm() > 0) {
+      refuse("max_gradient_global_norm = " + format_number(options.max_gradient_global_norm()),
+             "it clips its gradients inside each batch's graph; allowed: 0, or use "
+             "max_gradient_norm");
+    }
+  }
+  if (!rule_->uses_learning_rate() && options.plateau_patience() > 0) {
+    refuse("plateau_patience = " + std::to_string(options.plateau_patience()),
+           "it has no learning rate to reduce; allowed: 0");
+  }
+}
+
+const Options& UpdateEngine::group_options(size_t group) const {
+  if (group >= group_options_.size()) {
+    throw std::out_of_range("downhill: there is no parameter group " + std::to_string(group) +
+                            "; this optimizer has " + std::to_string(group_options_.size()));
+  }
+  return group_options_[group];
+}
+
+void UpdateEngine::change_options(std::optional<size_t> group, const GroupSettings& change) {
+  if (!change) throw std::invalid_argument("downhill: change_options needs a change; got none");
+  auto next = group_options_;
+  if (group) {
+    group_options(*group);  // throws for a group that does not exist
+    const std::string where = " (group " + std::to_string(*group) + ")";
+    if (params_.is_frozen(*group)) {
+      throw std::invalid_argument("downhill: change_options" + where +
+                                  ": the group is frozen; its parameters never change");
+    }
+    change(next[*group]);
+    check_live_change(group_options_[*group], next[*group], where);
+    check_same_loop_settings(group_options_[*group], next[*group], *group);
+  } else {
+    for (size_t g = 0; g < next.size(); ++g) {
+      change(next[g]);
+      check_live_change(group_options_[g], next[g],
+                        g == 0 ? "" : " (group " + std::to_string(g) + ")");
+      if (g > 0) check_same_loop_settings(next[0], next[g], g);
+    }
+  }
+  check_rule_settings(next[0]);
+  if (window_count_ > 0 && next[0].accumulate() != options().accumulate()) {
+    throw std::invalid_argument("downhill: change_options: accumulate cannot change while " +
+                                std::to_string(window_count_) +
+                                " batches of a window are summed; change it after the update");
+  }
+  assign_group_options(std::move(next));
+}
+
+void UpdateEngine::assign_group_options(std::vector<Options>&& options) {
+  // Element by element: options() hands out references, which must stay valid.
+  for (size_t g = 0; g < group_options_.size(); ++g) group_options_[g] = std::move(options[g]);
+}
+
+bool UpdateEngine::reduce_learning_rate(double factor, double floor) {
+  bool changed = false;
+  for (size_t g = 0; g < group_options_.size(); ++g) {
+    if (params_.is_frozen(g)) continue;
+    auto& options = group_options_[g];
+    const double reduced = std::max(options.learning_rate() * factor, floor);
+    if (reduced < options.learning_rate()) {
+      options.learning_rate(reduced);
+      changed = true;
+    }
+  }
+  return changed;
 }
 
 // Lazily, at the first use: an Optimizer subclass's rule hooks are virtual, so they
@@ -140,10 +222,11 @@ void UpdateEngine::ensure_state() {
   velocity_.resize(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) {
     const auto param = params_.tensor(i).detach();
+    const auto& options = group_options_[params_.group_of(i)];
     for (size_t slot = 0; slot < names.size(); ++slot) {
-      state_[i].push_back(rule_->initial_state(slot, param, options_).contiguous());
+      state_[i].push_back(rule_->initial_state(slot, param, options).contiguous());
     }
-    if (options_.momentum() > 0) {
+    if (options.momentum() > 0) {
       velocity_[i] = at::zeros_like(param, at::MemoryFormat::Contiguous);
     }
   }
@@ -181,6 +264,7 @@ void UpdateEngine::check_tensors(const std::vector<at::Tensor>& tensors, const c
   for (size_t i = 0; i < tensors.size(); ++i) {
     const auto& g = tensors[i];
     const auto& p = params_.tensor(i);
+    if (!g.defined() && params_.is_frozen(params_.group_of(i))) continue;
     if (!g.defined()) {
       throw std::invalid_argument("downhill: the " + std::string(what) + " for parameter '" +
                                   params_.name(i) + "' is undefined");
@@ -196,8 +280,9 @@ void UpdateEngine::check_tensors(const std::vector<at::Tensor>& tensors, const c
 bool UpdateEngine::read_gradients(const std::vector<at::Tensor>& grads,
                                   const std::vector<at::Tensor>& hvs) {
   // One reduction per gradient serves as both the non-finite check and the norm.
-  grad_norms_.resize(grads.size());
+  grad_norms_.assign(grads.size(), 0.0);
   for (size_t i = 0; i < grads.size(); ++i) {
+    if (params_.is_frozen(params_.group_of(i))) continue;
     const double sum = sum_of_squares(grads[i]);
     const bool bad_grad = has_nonfinite(grads[i], sum);
     const bool bad_hv = !bad_grad && !hvs.empty() && has_nonfinite(hvs[i], sum_of_squares(hvs[i]));
@@ -211,19 +296,70 @@ bool UpdateEngine::read_gradients(const std::vector<at::Tensor>& grads,
   return true;
 }
 
+double UpdateEngine::schedule_factor(size_t group) const {
+  const auto& schedule = group_options_[group].learning_rate_schedule();
+  if (!schedule) return 1.0;
+  const double factor = schedule(update_count_);
+  if (!(factor >= 0) || std::isinf(factor)) {
+    throw std::invalid_argument(
+        "downhill: learning_rate_schedule(" + std::to_string(update_count_) +
+        ") = " + format_number(factor) +
+        (group > 0 ? " for parameter group " + std::to_string(group) : std::string()) +
+        "; allowed: a finite number >= 0 (no update was applied)");
+  }
+  return factor;
+}
+
+void UpdateEngine::compute_clip_scales(const std::vector<at::Tensor>& grads, bool already_clipped) {
+  clip_scales_.assign(params_.size(), 1.0);
+  double global_sum = 0.0;  // Σ‖clipped g‖² over every parameter
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const size_t group = params_.group_of(i);
+    if (params_.is_frozen(group)) continue;
+    const auto& options = group_options_[group];
+    const double clip_elem = already_clipped ? 0.0 : options.max_gradient_elem();
+    if (clip_elem > 0) {
+      // The norm after clamping is not the pre-read's; only needed for the global norm.
+      if (options.max_gradient_global_norm() > 0) {
+        global_sum += sum_of_squares(grads[i].detach().clamp(-clip_elem, clip_elem));
+      }
+      continue;
+    }
+    const double max_norm = already_clipped ? 0.0 : options.max_gradient_norm();
+    clip_scales_[i] = norm_clip_scale(grad_norms_[i], max_norm);
+    const double clipped = grad_norms_[i] * clip_scales_[i];
+    global_sum += clipped * clipped;
+  }
+  const double global_scale =
+      norm_clip_scale(std::sqrt(global_sum), options().max_gradient_global_norm());
+  if (global_scale == 1.0) return;
+  for (auto& scale : clip_scales_) scale *= global_scale;
+}
+
 bool UpdateEngine::apply(const std::vector<at::Tensor>& grads, const std::vector<at::Tensor>& hvs,
                          bool already_clipped, bool nesterov) {
   if (!read_gradients(grads, hvs)) return false;
   at::NoGradGuard no_grad;
   ensure_state();
-  rule_->begin_update(options_, update_count_ + 1);
+  // Every check that can throw comes before the first parameter changes.
+  std::vector<double> factors(group_options_.size());
+  for (size_t g = 0; g < factors.size(); ++g) factors[g] = schedule_factor(g);
+  compute_clip_scales(grads, already_clipped);
+  size_t group = params_.group_count();  // none yet
   ChainSettings chain;
-  chain.clip_elem = already_clipped ? 0.0 : options_.max_gradient_elem();
-  chain.momentum = options_.momentum();
-  chain.nesterov = nesterov;
-  const double max_norm =
-      already_clipped || chain.clip_elem > 0 ? 0.0 : options_.max_gradient_norm();
   for (size_t i = 0; i < params_.size(); ++i) {
+    if (params_.is_frozen(params_.group_of(i))) continue;
+    const auto& options = group_options_[params_.group_of(i)];
+    if (params_.group_of(i) != group) {
+      group = params_.group_of(i);
+      rule_->begin_update(options, update_count_ + 1);
+      chain.clip_elem = already_clipped ? 0.0 : options.max_gradient_elem();
+      chain.momentum = options.momentum();
+      chain.nesterov = nesterov || options.nesterov();
+      chain.update_scale = factors[group];
+      const double rate = rule_->uses_learning_rate() ? options.learning_rate() : 1.0;
+      chain.decay = rate * factors[group] * options.weight_decay();
+    }
     ParamTensors target;
     target.index = i;
     target.param = params_.tensor(i);
@@ -231,8 +367,8 @@ bool UpdateEngine::apply(const std::vector<at::Tensor>& grads, const std::vector
     if (!hvs.empty()) target.hv = hvs[i];
     target.velocity = velocity_[i].defined() ? &velocity_[i] : nullptr;
     target.slots = &state_[i];
-    chain.grad_scale = norm_clip_scale(grad_norms_[i], max_norm);
-    rule_->update(target, chain, options_.fused());
+    chain.grad_scale = clip_scales_[i];
+    rule_->update(target, chain, options.fused());
     // The fused kernels write through raw pointers; tell autograd the tensor changed.
     torch::autograd::impl::bump_version(target.param);
   }
@@ -241,7 +377,34 @@ bool UpdateEngine::apply(const std::vector<at::Tensor>& grads, const std::vector
   return true;
 }
 
+bool UpdateEngine::add_to_window(std::vector<at::Tensor>& grads) {
+  const int64_t size = options().accumulate();
+  if (size == 1) return true;
+  at::NoGradGuard no_grad;
+  if (window_count_ == 0) {
+    window_.assign(grads.size(), at::Tensor());
+    for (size_t i = 0; i < grads.size(); ++i) {
+      if (grads[i].defined()) window_[i] = grads[i].detach().clone(at::MemoryFormat::Contiguous);
+    }
+  } else {
+    for (size_t i = 0; i < grads.size(); ++i) {
+      if (window_[i].defined()) window_[i].add_(grads[i]);
+    }
+  }
+  last_update_applied_ = true;
+  if (++window_count_ < size) return false;
+  for (auto& sum : window_) {
+    if (sum.defined()) sum.div_(static_cast<double>(size));
+  }
+  grads = std::move(window_);
+  window_.clear();
+  window_count_ = 0;
+  return true;
+}
+
 void UpdateEngine::skip(const std::string& reason) {
+  window_.clear();
+  window_count_ = 0;
   last_update_applied_ = false;
   last_skip_reason_ = reason;
   logger()->warn("{}: {}; update skipped", name_, reason);
@@ -267,6 +430,20 @@ void UpdateEngine::save(torch::serialize::OutputArchive& archive) {
     if (velocity_[i].defined()) archive.write(archive_key("velocity", i), velocity_[i]);
   }
   archive.write("update_count", c10::IValue(update_count_));
+  // The update settings as they stand (they may have changed live), and a partly filled
+  // window of accumulated gradients.
+  std::string names;
+  for (const auto& name : saved_setting_names()) names += (names.empty() ? "" : ",") + name;
+  archive.write("group_setting_names", c10::IValue(names));
+  archive.write("group_count", c10::IValue(static_cast<int64_t>(group_options_.size())));
+  for (size_t g = 0; g < group_options_.size(); ++g) {
+    archive.write(archive_key("group_settings", g), settings_values(group_options_[g]));
+  }
+  archive.write("accumulate", c10::IValue(options().accumulate()));
+  archive.write("window_count", c10::IValue(window_count_));
+  for (size_t i = 0; i < window_.size() && window_count_ > 0; ++i) {
+    if (window_[i].defined()) archive.write(archive_key("window", i), window_[i]);
+  }
 }
 
 EngineSnapshot UpdateEngine::read(torch::serialize::InputArchive& archive,
@@ -319,7 +496,55 @@ EngineSnapshot UpdateEngine::read(torch::serialize::InputArchive& archive,
     }
   }
   snapshot.update_count = read_value(archive, "update_count").toInt();
+  read_settings_and_window(archive, mismatch, snapshot);
   return snapshot;
+}
+
+void UpdateEngine::read_settings_and_window(torch::serialize::InputArchive& archive,
+                                            const Mismatch& mismatch,
+                                            EngineSnapshot& snapshot) const {
+  c10::IValue names_value;
+  if (!archive.try_read("group_setting_names", names_value)) return;  // an older checkpoint
+  std::vector<std::string> names;
+  std::string name;
+  for (const char c : names_value.toStringRef() + ",") {
+    if (c != ',') {
+      name += c;
+      continue;
+    }
+    names.push_back(name);
+    name.clear();
+  }
+  const auto groups = read_value(archive, "group_count").toInt();
+  if (groups != static_cast<int64_t>(group_options_.size())) {
+    mismatch("it has " + std::to_string(groups) + " parameter groups, this optimizer has " +
+             std::to_string(group_options_.size()));
+  }
+  auto& restored = snapshot.group_options.emplace();
+  for (size_t g = 0; g < group_options_.size(); ++g) {
+    restored.push_back(with_saved_settings(group_options_[g], names,
+                                           read_tensor(archive, archive_key("group_settings", g))));
+    try {
+      check_live_change(group_options_[g], restored.back(),
+                        g == 0 ? "" : " (group " + std::to_string(g) + ")");
+    } catch (const std::invalid_argument& error) {
+      mismatch(std::string("its settings do not fit: ") + error.what());
+    }
+  }
+  snapshot.window_count = read_value(archive, "window_count").toInt();
+  if (snapshot.window_count == 0) return;
+  const auto accumulate = read_value(archive, "accumulate").toInt();
+  if (accumulate != options().accumulate()) {
+    mismatch("it holds " + std::to_string(snapshot.window_count) + " batches of a window of " +
+             std::to_string(accumulate) + " (accumulate), this optimizer accumulates " +
+             std::to_string(options().accumulate()));
+  }
+  snapshot.window.resize(params_.size());
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (!archive.try_read(archive_key("window", i), snapshot.window[i])) continue;
+    expect_like(snapshot.window[i], params_.tensor(i),
+                "the accumulated gradient of parameter '" + params_.name(i) + "'", mismatch);
+  }
 }
 
 void UpdateEngine::commit(EngineSnapshot&& snapshot) {
@@ -330,6 +555,18 @@ void UpdateEngine::commit(EngineSnapshot&& snapshot) {
     if (velocity_[i].defined()) velocity_[i].copy_(snapshot.velocity[i]);
   }
   update_count_ = snapshot.update_count;
+  if (snapshot.group_options) {
+    const auto before = options().settings();
+    assign_group_options(std::move(*snapshot.group_options));
+    const auto after = options().settings();
+    for (size_t k = 0; k < before.size(); ++k) {
+      if (before[k].second == after[k].second) continue;
+      logger()->info("{}: {} = {} from the checkpoint (was {})", name_, after[k].first,
+                     after[k].second, before[k].second);
+    }
+  }
+  window_count_ = snapshot.window_count;
+  window_ = std::move(snapshot.window);
 }
 
 }  // namespace downhill::detail

@@ -1,13 +1,15 @@
 #pragma once
-// The update engine: the parameters, the algorithm's rule and its state, the update
-// counter, and the path of one update — the one read of each gradient (finiteness and
-// norm), then the rule's chain over each parameter. Internal; Optimizer is its facade.
+// The update engine: the parameters in their groups, each group's settings, the
+// algorithm's rule and its state, the update counter, the window of accumulated gradients,
+// and the path of one update — the one read of each gradient (finiteness and norm), then
+// the rule's chain over each parameter. Internal; Optimizer is its facade.
 
 #include <downhill/detail/rule_runner.h>
 #include <downhill/optimizer.h>
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +23,9 @@ struct EngineSnapshot {
   std::vector<std::vector<at::Tensor>> state;  // the rule's slots per parameter
   std::vector<at::Tensor> velocity;            // undefined without momentum
   int64_t update_count = 0;
+  std::optional<std::vector<Options>> group_options;  // absent in older checkpoints
+  int64_t window_count = 0;
+  std::vector<at::Tensor> window;  // the gradient sums of a partly filled window
 };
 
 class UpdateEngine {
@@ -32,7 +37,15 @@ class UpdateEngine {
 
   const std::string& name() const noexcept { return name_; }
   const Params& params() const noexcept { return params_; }
-  const Options& options() const noexcept { return options_; }
+  const Options& options() const noexcept { return group_options_[0]; }
+  /// Group `group`'s settings; std::out_of_range for another number.
+  const Options& group_options(size_t group) const;
+  /// Changes the settings of every group (`group` empty) or of one, all or nothing
+  /// (Optimizer::change_options).
+  void change_options(std::optional<size_t> group, const GroupSettings& change);
+  /// Multiplies every group's learning rate by `factor`, not below `floor` (reduce on
+  /// plateau); returns whether any changed.
+  bool reduce_learning_rate(double factor, double floor);
   const UpdateRule& rule() const noexcept { return *rule_; }
 
   /// Throws std::invalid_argument unless `tensors` has one tensor per parameter, each of
@@ -43,8 +56,14 @@ class UpdateEngine {
   /// graph). Returns false, changing nothing, when any input is not finite.
   bool apply(const std::vector<at::Tensor>& grads, const std::vector<at::Tensor>& hvs,
              bool already_clipped, bool nesterov);
-  /// Records a skipped update (logged as a warning).
+  /// Records a skipped update (logged as a warning); drops a partly filled window.
   void skip(const std::string& reason);
+  /// Gradient accumulation: adds one batch's gradients to the window. Returns false while
+  /// the window is not full; when it is, returns true with `grads` replaced by the mean of
+  /// the window's gradients, and starts a new window. Always true for accumulate(1).
+  bool add_to_window(std::vector<at::Tensor>& grads);
+  /// Batches summed in the window so far.
+  int64_t window_count() const noexcept { return window_count_; }
 
   /// Copies checked `values` into the parameters.
   void set_params(const std::vector<at::Tensor>& values);
@@ -63,16 +82,30 @@ class UpdateEngine {
 
  private:
   void ensure_state();
+  // The settings that depend on the rule (ESGD, ADADELTA), for `options` of group 0.
+  void check_rule_settings(const Options& options) const;
+  // The factor of group `group`'s schedule at the next update, checked.
+  double schedule_factor(size_t group) const;
+  // Each parameter's clipping factor, global-norm factor included, into clip_scales_.
+  void compute_clip_scales(const std::vector<at::Tensor>& grads, bool already_clipped);
+  // Replaces each group's settings in place (same count).
+  void assign_group_options(std::vector<Options>&& options);
+  // The saved settings and window into `snapshot` (read()'s second half).
+  void read_settings_and_window(torch::serialize::InputArchive& archive, const Mismatch& mismatch,
+                                EngineSnapshot& snapshot) const;
   // The one read of each gradient: false (after skip()) when one is not finite.
   bool read_gradients(const std::vector<at::Tensor>& grads, const std::vector<at::Tensor>& hvs);
 
   std::string name_;
   Params params_;
-  Options options_;
+  std::vector<Options> group_options_;  // [0] is the optimizer's options
   std::unique_ptr<UpdateRule> rule_;
   std::vector<std::vector<at::Tensor>> state_;
   std::vector<at::Tensor> velocity_;
-  std::vector<double> grad_norms_;  // a member, so that an update allocates nothing
+  std::vector<double> grad_norms_;  // members, so that an update allocates nothing
+  std::vector<double> clip_scales_;
+  std::vector<at::Tensor> window_;
+  int64_t window_count_ = 0;
   int64_t update_count_ = 0;
   bool last_update_applied_ = true;
   std::string last_skip_reason_;

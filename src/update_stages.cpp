@@ -11,12 +11,18 @@ double norm_clip_scale(double norm, double max_norm) {
 }
 
 at::Tensor clip_reference(const at::Tensor& grad, double grad_scale, double clip_elem) {
-  if (clip_elem > 0) return grad.clamp(-clip_elem, clip_elem);
-  if (grad_scale == 1.0) return grad;
+  const auto clamped = clip_elem > 0 ? grad.clamp(-clip_elem, clip_elem) : grad;
+  if (grad_scale == 1.0) return clamped;
   // As the fused kernels do: two factors, so that a scale below the dtype's normal
   // range keeps its digits.
   const auto [scale, tail] = split_scale(grad.scalar_type(), grad_scale);
-  return tail == 1.0 ? grad * scale : grad * scale * tail;
+  return tail == 1.0 ? clamped * scale : clamped * scale * tail;
+}
+
+at::Tensor adjust_reference(const at::Tensor& update, const at::Tensor& param, double update_scale,
+                            double decay) {
+  if (update_scale == 1.0 && decay == 0.0) return update;
+  return update * update_scale + decay * param;
 }
 
 void momentum_reference(at::Tensor& param, at::Tensor& velocity, const at::Tensor& update,

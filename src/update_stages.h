@@ -11,8 +11,12 @@ namespace downhill::detail {
 /// min(1, max_norm / norm) for norm clipping; 1 when off or when the gradient is zero.
 double norm_clip_scale(double norm, double max_norm);
 
-/// Clipping as tensor operations: clamp when clip_elem > 0, else multiply by grad_scale.
+/// Clipping as tensor operations: clamp when clip_elem > 0, then multiply by grad_scale.
 at::Tensor clip_reference(const at::Tensor& grad, double grad_scale, double clip_elem);
+
+/// The schedule and weight decay as tensor operations: u·update_scale + decay·p.
+at::Tensor adjust_reference(const at::Tensor& update, const at::Tensor& param, double update_scale,
+                            double decay);
 
 /// Momentum and the parameter update as tensor operations: p ← p − u (μ = 0), or
 /// w ← μw − u / w ← μ²w − (1+μ)u (Nesterov) and p ← p + w.

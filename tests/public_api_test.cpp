@@ -125,10 +125,18 @@ const std::vector<std::string> kSettingNames = {"algo",
                                                 "rprop_min_step",
                                                 "rprop_max_step",
                                                 "hv_method",
+                                                "weight_decay",
+                                                "max_gradient_global_norm",
+                                                "learning_rate_schedule",
+                                                "accumulate",
                                                 "fused",
                                                 "patience",
                                                 "validate_every",
                                                 "min_improvement",
+                                                "plateau_patience",
+                                                "plateau_factor",
+                                                "plateau_min_learning_rate",
+                                                "plateau_cooldown",
                                                 "monitor_gradients",
                                                 "batch_size",
                                                 "max_updates",
@@ -150,7 +158,7 @@ std::string value_of(const std::vector<std::pair<std::string, std::string>>& set
 
 TEST(PublicOptions, SettingsListsEveryNameInDeclarationOrder) {
   const auto settings = downhill::Options().settings();
-  ASSERT_EQ(settings.size(), 28u);
+  ASSERT_EQ(settings.size(), 36u);
   std::vector<std::string> names;
   for (const auto& [name, value] : settings) names.push_back(name);
   EXPECT_EQ(names, kSettingNames);
@@ -194,20 +202,20 @@ TEST(PublicOptions, SettingsGiveTheValuesSet) {
                             .checkpoint("run.ckpt")
                             .resume(true)
                             .settings();
-  ASSERT_EQ(settings.size(), 28u);
+  ASSERT_EQ(settings.size(), 36u);
   const std::vector<std::pair<std::string, std::string>> expected_head = {
       {"algo", "adam"}, {"learning_rate", "0.5"}, {"momentum", "0.25"}, {"nesterov", "true"}};
   EXPECT_EQ(std::vector(settings.begin(), settings.begin() + 4), expected_head);
   EXPECT_EQ(settings[14], (std::pair<std::string, std::string>{"hv_method", "grad"}));
-  EXPECT_EQ(settings[15], (std::pair<std::string, std::string>{"fused", "false"}));
+  EXPECT_EQ(settings[19], (std::pair<std::string, std::string>{"fused", "false"}));
   EXPECT_EQ(value_of(settings, "patience"), "2");
   EXPECT_EQ(value_of(settings, "monitor_gradients"), "true");
   EXPECT_EQ(value_of(settings, "batch_size"), "-1");
-  EXPECT_EQ(settings[21], (std::pair<std::string, std::string>{"max_updates", "7"}));
-  EXPECT_EQ(settings[22], (std::pair<std::string, std::string>{"train_batches", "3"}));
-  EXPECT_EQ(settings[23], (std::pair<std::string, std::string>{"valid_batches", "unset"}));
-  EXPECT_EQ(settings[25], (std::pair<std::string, std::string>{"checkpoint", "run.ckpt"}));
-  EXPECT_EQ(settings[27], (std::pair<std::string, std::string>{"resume", "true"}));
+  EXPECT_EQ(settings[29], (std::pair<std::string, std::string>{"max_updates", "7"}));
+  EXPECT_EQ(settings[30], (std::pair<std::string, std::string>{"train_batches", "3"}));
+  EXPECT_EQ(settings[31], (std::pair<std::string, std::string>{"valid_batches", "unset"}));
+  EXPECT_EQ(settings[33], (std::pair<std::string, std::string>{"checkpoint", "run.ckpt"}));
+  EXPECT_EQ(settings[35], (std::pair<std::string, std::string>{"resume", "true"}));
 }
 
 TEST(PublicOptions, ToStringOfEachHvMethod) {

@@ -15,3 +15,4 @@
 #include <downhill/params.h>
 #include <downhill/registry.h>
 #include <downhill/rule.h>
+#include <downhill/schedules.h>

@@ -154,6 +154,8 @@ class Optimizer {
  private:
   class HookRule;  // the hooks above as an UpdateRule
 
+  // Whether the algorithm forces Nesterov momentum on every group (else each group's own).
+  bool forced_nesterov() const;
   // std::logic_error naming `call` when the optimizer was built without a loss.
   void require_loss(const char* call) const;
   // The loss of one batch and its monitors ("loss" first), checked.

@@ -80,7 +80,7 @@ class Params {
   void number_group_zero();
 
   std::vector<Entry> entries_;
-  std::vector<size_t> group_of_;       // one per entry
+  std::vector<size_t> group_of_;  // one per entry
   std::vector<Group> groups_ = {Group{}};
 };
 

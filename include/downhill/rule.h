@@ -32,6 +32,8 @@
 //   - `static double initial_value(size_t slot, const downhill::Options&)`: the state's
 //     initial value (0 otherwise);
 //   - `static constexpr bool kNesterov = true`: always use Nesterov momentum;
+//   - `static constexpr bool kUsesLearningRate = false`: the update is not proportional to
+//     the learning rate (as ADADELTA's), so weight decay adds λ·p rather than lr·λ·p;
 //   - `using Settings = S;` (S a struct declared outside the template, so that it is one
 //     type for every V) and a constructor `(const RuleContext&, const Settings&)`:
 //     settings of the rule's own, given to register_rule.

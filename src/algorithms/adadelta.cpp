@@ -10,6 +10,7 @@ template <typename V>
 struct Adadelta {
   static constexpr const char* name = "ADADELTA";
   static constexpr std::array<const char*, 2> state = {"G", "X"};
+  static constexpr bool kUsesLearningRate = false;  // weight decay is then λ·p
 
   V eps, gamma, rest;
   explicit Adadelta(const RuleContext& c)

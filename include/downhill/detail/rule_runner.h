@@ -1,5 +1,6 @@
 #pragma once
-// The update chain around a rule — gradient clipping → the rule → momentum — as one
+// The update chain around a rule — gradient clipping → the rule → schedule and weight
+// decay → momentum — as one
 // body, run either as the fused single-pass CPU kernel (one element at a time,
 // vectorized) or as the tensor-op reference (whole tensors, any device). Installed
 // because a user's rule is instantiated here, in the user's code (downhill/rule.h).
@@ -26,8 +27,10 @@ namespace downhill::detail {
 
 /// How the chain treats one parameter's gradient in this update.
 struct ChainSettings {
-  double grad_scale = 1.0;  // the per-parameter norm-clipping factor (1: none)
-  double clip_elem = 0.0;   // > 0: clamp each element to ±clip_elem instead
+  double grad_scale = 1.0;    // the norm-clipping factor, per parameter and global (1: none)
+  double clip_elem = 0.0;     // > 0: clamp each element to ±clip_elem first
+  double update_scale = 1.0;  // the schedule's factor f(t) on the rule's update
+  double decay = 0.0;         // weight decay: the update gains decay·p
   double momentum = 0.0;
   bool nesterov = false;
 };
@@ -54,6 +57,8 @@ class UpdateRule {
   virtual at::Tensor initial_state(size_t slot, const at::Tensor& param,
                                    const Options& options) const = 0;
   virtual bool needs_hessian_vector_products() const = 0;
+  /// Whether the update is proportional to the learning rate (all but ADADELTA).
+  virtual bool uses_learning_rate() const = 0;
   /// Whether the rule always uses Nesterov momentum (NAG).
   virtual bool forces_nesterov() const = 0;
   /// Called once per update, before any parameter: `update` is 1 for the first.
@@ -97,13 +102,6 @@ inline std::pair<double, double> split_scale(at::ScalarType dtype, double scale)
 
 // ---- Stages: each a small type with one body for elements and tensors alike. ----
 
-/// Clipping by element: g limited to [−c, c].
-template <typename V>
-struct ClipElements {
-  V low, high;
-  V operator()(const V& g) const { return lanes::clamp(g, low, high); }
-};
-
 /// Clipping by norm: g times min(1, c / ‖g‖), as two factors (split_scale).
 template <typename V>
 struct ScaleGradient {
@@ -122,6 +120,29 @@ struct ScaleGradient<at::Tensor> {
         tail(std::move(tail_factor)),
         identity(scale.item<double>() == 1.0 && tail.item<double>() == 1.0) {}
   at::Tensor operator()(const at::Tensor& g) const { return identity ? g : g * scale * tail; }
+};
+
+/// Clipping by element: g limited to [−c, c], then the global-norm factor (exactly g
+/// when that is 1).
+template <typename V>
+struct ClipElements {
+  V low, high;
+  ScaleGradient<V> scale;
+  V operator()(const V& g) const { return scale(lanes::clamp(g, low, high)); }
+};
+
+/// No schedule and no weight decay: the rule's update as it is.
+template <typename V>
+struct KeepUpdate {
+  V operator()(const V& u, const V& /*p*/) const { return u; }
+};
+
+/// The schedule's factor and decoupled weight decay: u·f(t) + d·p, with d = lr·f(t)·λ
+/// and p the parameter before the step.
+template <typename V>
+struct AdjustUpdate {
+  V scale, decay;
+  V operator()(const V& u, const V& p) const { return u * scale + decay * p; }
 };
 
 /// No momentum: p ← p − u.
@@ -193,10 +214,11 @@ template <typename RuleT, typename V>
 inline constexpr bool kTakesHessianVectorProducts =
     std::is_invocable_v<const RuleT&, const V&, const V&, std::array<V, kStateSize<RuleT>>&>;
 
-/// The whole update of one element (or one tensor): the gradient stage, the rule, then
-/// the step stage. New stages go here: a global-norm scale before the rule, weight decay
-/// and a schedule's scale between the rule and the step.
-template <typename V, typename RuleT, typename GradientStage, typename StepStage>
+/// The whole update of one element (or one tensor): the gradient stage, the rule, the
+/// update stage (schedule, weight decay), then the step stage. A new stage goes into one
+/// of these slots, or a new slot here and in with_chain.
+template <typename V, typename RuleT, typename GradientStage, typename UpdateStage,
+          typename StepStage>
 struct Chain {
   static constexpr size_t kSlots = kStateSize<RuleT>;
   static constexpr bool kHessian = kTakesHessianVectorProducts<RuleT, V>;
@@ -205,6 +227,7 @@ struct Chain {
 
   RuleT rule;
   GradientStage gradient;
+  UpdateStage adjust;
   StepStage step;
 
   void operator()(const V& g, const V& hv, V& p, V& w, State& state) const {
@@ -215,7 +238,7 @@ struct Chain {
     } else {
       u = rule(clipped, state);
     }
-    step(p, w, u);
+    step(p, w, adjust(u, p));
   }
 };
 
@@ -225,24 +248,36 @@ template <typename V, typename RuleT, typename Run>
 void with_chain(const RuleT& rule, const ChainSettings& settings, const RuleContext& context,
                 at::ScalarType dtype, Run&& run) {
   auto constant = [&](double value) { return context.constant<V>(value); };
-  auto visit = [&](const auto& gradient) {
+  auto with_step = [&](const auto& gradient, const auto& adjust) {
     using Gradient = std::decay_t<decltype(gradient)>;
+    using Adjust = std::decay_t<decltype(adjust)>;
     const double mu = settings.momentum;
     if (mu == 0) {
-      run(Chain<V, RuleT, Gradient, PlainStep<V>>{rule, gradient, {}});
+      run(Chain<V, RuleT, Gradient, Adjust, PlainStep<V>>{rule, gradient, adjust, {}});
     } else if (settings.nesterov) {
-      run(Chain<V, RuleT, Gradient, NesterovStep<V>>{
-          rule, gradient, {constant(mu * mu), constant(1.0 + mu)}});
+      run(Chain<V, RuleT, Gradient, Adjust, NesterovStep<V>>{
+          rule, gradient, adjust, {constant(mu * mu), constant(1.0 + mu)}});
     } else {
-      run(Chain<V, RuleT, Gradient, MomentumStep<V>>{rule, gradient, {constant(mu)}});
+      run(Chain<V, RuleT, Gradient, Adjust, MomentumStep<V>>{
+          rule, gradient, adjust, {constant(mu)}});
     }
   };
-  if (settings.clip_elem > 0) {
-    visit(ClipElements<V>{constant(-settings.clip_elem), constant(settings.clip_elem)});
-    return;
-  }
+  auto with_adjust = [&](const auto& gradient) {
+    if (settings.update_scale == 1.0 && settings.decay == 0.0) {
+      with_step(gradient, KeepUpdate<V>{});
+    } else {
+      with_step(gradient,
+                AdjustUpdate<V>{constant(settings.update_scale), constant(settings.decay)});
+    }
+  };
   const auto [scale, tail] = split_scale(dtype, settings.grad_scale);
-  visit(ScaleGradient<V>{constant(scale), constant(tail)});
+  const ScaleGradient<V> scale_gradient{constant(scale), constant(tail)};
+  if (settings.clip_elem > 0) {
+    with_adjust(ClipElements<V>{constant(-settings.clip_elem), constant(settings.clip_elem),
+                                scale_gradient});
+  } else {
+    with_adjust(scale_gradient);
+  }
 }
 
 // ---- The fused kernel ----
@@ -395,6 +430,14 @@ class RuleRunner final : public UpdateRule {
 
   bool needs_hessian_vector_products() const override {
     return kTakesHessianVectorProducts<Rule<float>, float>;
+  }
+
+  bool uses_learning_rate() const override {
+    if constexpr (requires { Rule<float>::kUsesLearningRate; }) {
+      return Rule<float>::kUsesLearningRate;
+    } else {
+      return true;
+    }
   }
 
   bool forces_nesterov() const override {
