@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <string_view>
 
+#include "text.h"
+
 namespace downhill::detail {
 
 namespace {
@@ -105,25 +107,27 @@ std::vector<Options> resolve_group_options(const Params& params, const Options& 
   return out;
 }
 
-void check_live_change(const Options& before, const Options& after, const std::string& where) {
+void check_live_change(const Options& before, const Options& after, const std::string& where,
+                       const std::string& algorithm) {
   try {
     after.validate();
   } catch (const std::invalid_argument& error) {
     throw std::invalid_argument("downhill: change_options" + where + ": " +
                                 std::string(error.what()).substr(std::string("downhill: ").size()));
   }
-  if (after.algo() != before.algo()) {
+  // build() takes the algorithm as an argument, so options().algo() may name another: only
+  // a change to an algorithm other than the optimizer's is refused.
+  if (after.algo() != before.algo() && to_lower(after.algo()) != to_lower(algorithm)) {
     throw std::invalid_argument("downhill: change_options" + where +
-                                ": algo cannot change in a "
-                                "live optimizer (it is " +
-                                before.algo() + "); build another");
+                                ": algo cannot change in a live optimizer (it is " + algorithm +
+                                "; got " + after.algo() + "); build another");
   }
   if ((before.momentum() > 0) != (after.momentum() > 0)) {
     throw std::invalid_argument(
         "downhill: change_options" + where + ": momentum cannot be turned " +
         (after.momentum() > 0 ? "on" : "off") +
-        " in a live optimizer (its velocity is state); allowed: another value in (0, 1)" +
-        (before.momentum() > 0 ? "" : ", or 0 as it is"));
+        " in a live optimizer (its velocity is state); allowed: " +
+        (before.momentum() > 0 ? "another value in (0, 1)" : "0, as it is"));
   }
 }
 

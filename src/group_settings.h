@@ -18,8 +18,9 @@ std::vector<Options> resolve_group_options(const Params& params, const Options& 
 
 /// Throws std::invalid_argument, naming `where` and the setting, unless `after` is a valid
 /// change of `before` for a live optimizer: valid, the same algorithm, momentum neither
-/// turned on nor off.
-void check_live_change(const Options& before, const Options& after, const std::string& where);
+/// turned on nor off. `algorithm` is the optimizer's name.
+void check_live_change(const Options& before, const Options& after, const std::string& where,
+                       const std::string& algorithm);
 
 /// Throws std::invalid_argument naming the setting and `group` when `group_options` differs
 /// from `base` in a setting that belongs to the whole optimizer (a loop setting).

@@ -15,6 +15,7 @@
 #include <stdexcept>
 
 #include "checkpoint.h"
+#include "history.h"
 #include "interrupt.h"
 #include "loop_state.h"
 #include "update_engine.h"
@@ -142,11 +143,28 @@ struct Iteration::Impl {
                                   folder.string() + "' is not writable");
     }
   }
-  void finish(bool restore) {
+  void finish(StopReason reason) {
     checkpoint();  // the run as it stands, before the best parameters come back
-    if (restore) restore_best();
+    restore_best();
+    stopped(reason);
+  }
+  // Records why the run stopped and says so, with the best validation.
+  void stopped(StopReason reason) {
+    auto& counters = loop.counters;
+    counters.stop = reason;
     interrupt.reset();
     done = true;
+    if (!log->should_log(spdlog::level::info)) return;
+    log->info("stopped ({}) after {} passes and {} updates", to_string(reason), counters.passes,
+              optimizer.update_count());
+    if (counters.best_validation == 0) {
+      log->info("no validation was finite");
+    } else {
+      log->info(
+          "best: validation {}, after pass {}: {}{}", counters.best_validation, counters.best_pass,
+          counters.best_monitors.to_string(),
+          reason == StopReason::kLeft ? " (not restored: the parameters are the last step's)" : "");
+    }
   }
   void restore_best() {
     if (loop.counters.best_validation == 0) {
@@ -161,14 +179,50 @@ struct Iteration::Impl {
   void start_run() {
     const auto& options = optimizer.options();
     check_checkpoint_path();
-    if (!loop.resume_pending()) {
+    bool resumed = loop.resume_pending();
+    if (!resumed) {
       if (options.resume() && std::filesystem::exists(options.checkpoint())) {
         detail::load_checkpoint(options.checkpoint(), engine, loop, &train, valid);
+        resumed = true;
       } else {
         loop.start_afresh();
       }
     }
     loop.resume_datasets(train, valid);
+    auto& counters = loop.counters;
+    counters.stop = StopReason::kNotStopped;
+    history.start(options.history(), resumed, counters.passes);
+    run_start = std::chrono::steady_clock::now() -
+                std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                    std::chrono::duration<double>(counters.seconds));
+    // A run resumed inside a pass validated before that pass, in the run that checkpointed.
+    validated_this_pass = counters.pass.steps > 0 && counters.validations > 0 &&
+                          counters.passes % options.validate_every() == 0;
+  }
+  // Appends the history record of the pass just trained (`train`), or the closing one.
+  void record(const Monitors* training) {
+    const auto& options = optimizer.options();
+    if (options.history().empty()) return;
+    const auto& counters = loop.counters;
+    detail::HistoryRecord record;
+    record.pass = counters.passes;
+    record.closing = training == nullptr;
+    record.updates = optimizer.update_count();
+    record.seconds = counters.seconds;
+    const auto& schedule = options.learning_rate_schedule();
+    record.learning_rate = options.learning_rate() *
+                           (schedule ? schedule(std::max<int64_t>(record.updates - 1, 0)) : 1.0);
+    record.train = training;
+    if (validated_this_pass || record.closing) {
+      record.validation = counters.validations;
+      record.valid = &counters.last_validation;
+      record.valid_pass = record.closing ? counters.passes : counters.passes - 1;
+    }
+    history.append(record);
+  }
+  void update_seconds() {
+    loop.counters.seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
   }
   // Evaluates the validation data and keeps the parameters when they are the best so far.
   // Returns whether they were.
@@ -177,6 +231,9 @@ struct Iteration::Impl {
   void reduce_on_plateau(bool improved);
   Monitors train_pass();
 
+  detail::HistoryFile history;
+  std::chrono::steady_clock::time_point run_start;
+  bool validated_this_pass = false;  // a validation ran before the pass in progress
   Optimizer& optimizer;
   detail::UpdateEngine& engine;
   detail::LoopState& loop;
@@ -221,7 +278,7 @@ Monitors Iteration::Impl::train_pass() {
                                     std::to_string(b + 1) + " (" + engine.last_skip_reason() +
                                     "); the best parameters were restored";
         logger()->error("{}", message);
-        finish(true);
+        finish(StopReason::kDiverged);
         throw DivergenceError(message, counters.consecutive_skipped);
       }
     }
@@ -250,6 +307,8 @@ bool Iteration::Impl::validate() {
   if (improved) {
     counters.best_loss = value;
     counters.best_validation = counters.validations;
+    counters.best_monitors = validation;
+    counters.best_pass = counters.passes;
     loop.keep_best(optimizer.params());
   }
   counters.last_validation = validation;
@@ -302,27 +361,32 @@ bool Iteration::Impl::advance() {
     // so that a resumed run continues the run as it stood.
     checkpoint();
     validate();
+    update_seconds();
+    record(nullptr);
     restore_best();
-    interrupt.reset();
-    done = true;
+    stopped(StopReason::kMaxUpdates);
     return false;
   }
   // A run resumed inside a pass validated before that pass already.
   if (counters.passes % options.validate_every() == 0 && counters.pass.steps == 0) {
     validate();
+    validated_this_pass = true;
     if (counters.validations - counters.best_validation > options.patience()) {
       log->info("patience elapsed!");
-      finish(true);
+      finish(StopReason::kPatience);
       return false;
     }
   }
   Monitors training = train_pass();
   if (interrupted) {
     log->info("interrupted!");
-    finish(true);
+    finish(StopReason::kInterrupted);
     return false;
   }
   ++counters.passes;
+  update_seconds();
+  record(&training);
+  validated_this_pass = false;
   if (log->should_log(spdlog::level::info)) {
     log->info("{} {} {}", optimizer.name(), counters.passes, training.to_string());
   }
@@ -336,7 +400,10 @@ bool Iteration::Impl::advance() {
 // left by break or by an exception, or the loop ended).
 struct Iteration::iterator::Walk {
   explicit Walk(std::shared_ptr<Iteration::Impl> impl) : impl(std::move(impl)) {}
-  ~Walk() { impl->interrupt.reset(); }
+  ~Walk() {
+    impl->interrupt.reset();
+    if (impl->started && !impl->done) impl->stopped(StopReason::kLeft);
+  }
   Walk(const Walk&) = delete;
   Walk& operator=(const Walk&) = delete;
   std::shared_ptr<Iteration::Impl> impl;

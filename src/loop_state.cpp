@@ -52,22 +52,24 @@ void read_pass(torch::serialize::InputArchive& archive, PassProgress& pass) {
   pass.sums = std::move(named);
 }
 
-void write_monitors(torch::serialize::OutputArchive& archive, const Monitors& monitors) {
+void write_monitors(torch::serialize::OutputArchive& archive, const Monitors& monitors,
+                    const std::string& prefix = "validation") {
   std::string names;
   std::vector<double> values;
   for (const auto& [name, value] : monitors) {
     names += name + '\n';
     values.push_back(value);
   }
-  archive.write("validation_names", c10::IValue(names));
-  archive.write("validation_values",
+  archive.write(prefix + "_names", c10::IValue(names));
+  archive.write(prefix + "_values",
                 torch::tensor(values.empty() ? std::vector<double>{} : values, torch::kDouble));
 }
 
-Monitors read_monitors(torch::serialize::InputArchive& archive) {
+Monitors read_monitors(torch::serialize::InputArchive& archive,
+                       const std::string& prefix = "validation") {
   Monitors monitors;
-  const auto values = read_tensor(archive, "validation_values");
-  std::istringstream lines(read_value(archive, "validation_names").toStringRef());
+  const auto values = read_tensor(archive, prefix + "_values");
+  std::istringstream lines(read_value(archive, prefix + "_names").toStringRef());
   std::string name;
   for (int64_t k = 0; std::getline(lines, name) && k < values.numel(); ++k) {
     monitors.set(name, values[k].item<double>());
@@ -117,6 +119,9 @@ void LoopState::save(torch::serialize::OutputArchive& archive, const Dataset* tr
   archive.write("plateau_waiting", c10::IValue(counters.plateau_waiting));
   archive.write("plateau_cooldown", c10::IValue(counters.plateau_cooldown));
   write_monitors(archive, counters.last_validation);
+  write_monitors(archive, counters.best_monitors, "best_validation");
+  archive.write("best_pass", c10::IValue(counters.best_pass));
+  archive.write("seconds", c10::IValue(counters.seconds));
   write_pass(archive, counters.pass);
   int64_t datasets = 0;
   if (train) write_dataset(archive, datasets++, *train);
@@ -145,6 +150,13 @@ LoopSnapshot LoopState::read(torch::serialize::InputArchive& archive, const Mism
   if (archive.try_read("plateau_waiting", plateau)) c.plateau_waiting = plateau.toInt();
   if (archive.try_read("plateau_cooldown", plateau)) c.plateau_cooldown = plateau.toInt();
   c.last_validation = read_monitors(archive);
+  c10::IValue best_pass;  // absent in older checkpoints
+  if (archive.try_read("best_pass", best_pass)) {
+    c.best_pass = best_pass.toInt();
+    c.best_monitors = read_monitors(archive, "best_validation");
+  }
+  c10::IValue seconds;
+  if (archive.try_read("seconds", seconds)) c.seconds = seconds.toDouble();
   read_pass(archive, c.pass);
   const auto datasets = read_value(archive, "dataset_count").toInt();
   for (int64_t d = 0; d < datasets; ++d) {

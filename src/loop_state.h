@@ -5,6 +5,7 @@
 
 #include <downhill/monitors.h>
 #include <downhill/params.h>
+#include <downhill/run_summary.h>
 #include <torch/types.h>
 
 #include <cstdint>
@@ -42,6 +43,10 @@ struct LoopCounters {
   int64_t validations = 0;
   int64_t best_validation = 0;  // 0: no finite validation yet
   double best_loss = 0.0;
+  Monitors best_monitors;  // of the best validation
+  int64_t best_pass = 0;   // passes trained before it
+  StopReason stop = StopReason::kNotStopped;
+  double seconds = 0.0;  // wall-clock time of the run so far, across resumes
   int64_t consecutive_skipped = 0;
   int64_t plateau_waiting = 0;   // validations without improvement toward a reduction
   int64_t plateau_cooldown = 0;  // validations left before those count again

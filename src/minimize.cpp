@@ -1,6 +1,7 @@
 #include <downhill/logging.h>
 #include <downhill/minimize.h>
 #include <downhill/optimizer.h>
+#include <downhill/phase.h>
 #include <downhill/registry.h>
 #include <spdlog/spdlog.h>
 
@@ -53,7 +54,10 @@ std::pair<Monitors, Monitors> minimize(const Loss& loss, Params params, DataSour
 std::pair<Monitors, Monitors> minimize(const Loss& loss, DataSource train, const Options& options) {
   options.validate();
   auto& train_data = train.resolve(wrap_options(options, "train", options.train_batches()));
-  Params params = discover_params(loss(train_data.peek()).loss);
+  Params params = [&] {
+    const detail::PhaseScope phase(Phase::kTraining);
+    return discover_params(loss(train_data.peek()).loss);
+  }();
   std::string names;
   for (const auto& [name, tensor] : params) names += (names.empty() ? "" : ", ") + name;
   logger()->info("found {} parameters in the loss: {}", params.size(), names);

@@ -2,6 +2,7 @@
 #include <downhill/iteration.h>
 #include <downhill/logging.h>
 #include <downhill/optimizer.h>
+#include <downhill/phase.h>
 #include <spdlog/spdlog.h>
 #include <torch/csrc/autograd/autograd.h>
 
@@ -254,6 +255,7 @@ std::vector<torch::Tensor> Optimizer::gradients(const torch::Tensor& loss, bool 
 
 Monitors Optimizer::step(const Batch& batch) {
   require_loss("step()");
+  const detail::PhaseScope phase(Phase::kTraining);
   auto [loss, monitors] = evaluate_batch(batch);
   const bool needs_hv = needs_hessian_vector_products();
   if (needs_hv && (options().accumulate() > 1 || options().max_gradient_global_norm() > 0)) {
@@ -266,7 +268,8 @@ Monitors Optimizer::step(const Batch& batch) {
     double global_sum = 0.0;
     for (size_t i = 0; i < grads.size(); ++i) {
       const double sum = detail::sum_of_squares(grads[i].detach());
-      global_sum += sum;
+      // The global norm is the one clipping compares: of the parameters that are updated.
+      if (!params().is_frozen(params().group_of(i))) global_sum += sum;
       monitors.set("grad(" + params().name(i) + ")", std::sqrt(sum));
     }
     if (options().max_gradient_global_norm() > 0) monitors.set("grad_norm", std::sqrt(global_sum));
@@ -287,6 +290,7 @@ Monitors Optimizer::step(const Batch& batch) {
 Monitors Optimizer::evaluate(Dataset& data) {
   require_loss("evaluate()");
   torch::NoGradGuard no_grad;
+  const detail::PhaseScope phase(Phase::kValidation);
   detail::PassProgress totals;
   for (int64_t b = 0; b < data.iteration_size(); ++b) {
     const Batch batch = data.next();
@@ -299,6 +303,19 @@ Monitors Optimizer::evaluate(Dataset& data) {
 void Optimizer::set_params(const std::vector<torch::Tensor>& values) {
   engine_->check_tensors(values, "value");
   engine_->set_params(values);
+}
+
+RunSummary Optimizer::last_run() const {
+  const auto& counters = loop_->counters;
+  RunSummary summary;
+  summary.best = counters.best_monitors;
+  summary.best_pass = counters.best_pass;
+  summary.validations = counters.validations;
+  summary.best_validation = counters.best_validation;
+  summary.passes = counters.passes;
+  summary.updates = update_count();
+  summary.stop = counters.stop;
+  return summary;
 }
 
 void Optimizer::restore_best() {
@@ -317,6 +334,19 @@ void Optimizer::load_checkpoint(const std::string& path) {
 Iteration Optimizer::iterate(Dataset& train, Dataset* valid) {
   require_loss("iterate()");
   return Iteration(detail::RunParts{*this, *engine_, *loop_}, train, valid);
+}
+
+Iteration Optimizer::iterate(Dataset& train, Dataset* valid, const GroupSettings& settings) {
+  require_loss("iterate()");
+  change_options(settings);
+  return iterate(train, valid);
+}
+
+std::pair<Monitors, Monitors> Optimizer::minimize(Dataset& train, Dataset* valid,
+                                                  const GroupSettings& settings) {
+  require_loss("minimize()");
+  change_options(settings);
+  return minimize(train, valid);
 }
 
 std::pair<Monitors, Monitors> Optimizer::minimize(Dataset& train, Dataset* valid) {

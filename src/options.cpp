@@ -156,6 +156,7 @@ std::vector<std::pair<std::string, std::string>> Options::settings() const {
   add("checkpoint", checkpoint_.empty() ? std::string("none") : checkpoint_);
   add("checkpoint_every", checkpoint_every_);
   add("resume", resume_ ? "true" : "false");
+  add("history", history_.empty() ? std::string("none") : history_);
   return out;
 }
 

@@ -174,13 +174,13 @@ void UpdateEngine::change_options(std::optional<size_t> group, const GroupSettin
                                   ": the group is frozen; its parameters never change");
     }
     change(next[*group]);
-    check_live_change(group_options_[*group], next[*group], where);
+    check_live_change(group_options_[*group], next[*group], where, name_);
     check_same_loop_settings(group_options_[*group], next[*group], *group);
   } else {
     for (size_t g = 0; g < next.size(); ++g) {
       change(next[g]);
       check_live_change(group_options_[g], next[g],
-                        g == 0 ? "" : " (group " + std::to_string(g) + ")");
+                        g == 0 ? "" : " (group " + std::to_string(g) + ")", name_);
       if (g > 0) check_same_loop_settings(next[0], next[g], g);
     }
   }
@@ -526,7 +526,7 @@ void UpdateEngine::read_settings_and_window(torch::serialize::InputArchive& arch
                                            read_tensor(archive, archive_key("group_settings", g))));
     try {
       check_live_change(group_options_[g], restored.back(),
-                        g == 0 ? "" : " (group " + std::to_string(g) + ")");
+                        g == 0 ? "" : " (group " + std::to_string(g) + ")", name_);
     } catch (const std::invalid_argument& error) {
       mismatch(std::string("its settings do not fit: ") + error.what());
     }

@@ -180,6 +180,22 @@ std::vector<InvalidSetting> invalid_settings() {
       {"min_improvement_negative", Options().min_improvement(-0.01), "min_improvement", "-0.01",
        ">= 0"},
       {"min_improvement_nan", Options().min_improvement(kNaN), "min_improvement", "nan", ">= 0"},
+      {"weight_decay_negative", Options().weight_decay(-0.01), "weight_decay", "-0.01", ">= 0"},
+      {"weight_decay_nan", Options().weight_decay(kNaN), "weight_decay", "nan", ">= 0"},
+      {"max_gradient_global_norm_negative", Options().max_gradient_global_norm(-1),
+       "max_gradient_global_norm", "-1", ">= 0"},
+      {"max_gradient_global_norm_nan", Options().max_gradient_global_norm(kNaN),
+       "max_gradient_global_norm", "nan", ">= 0"},
+      {"accumulate_zero", Options().accumulate(0), "accumulate", "0", ">= 1"},
+      {"plateau_patience_negative", Options().plateau_patience(-1), "plateau_patience", "-1",
+       ">= 0"},
+      {"plateau_factor_zero", Options().plateau_factor(0), "plateau_factor", "0", "(0, 1)"},
+      {"plateau_factor_one", Options().plateau_factor(1), "plateau_factor", "1", "(0, 1)"},
+      {"plateau_factor_nan", Options().plateau_factor(kNaN), "plateau_factor", "nan", "(0, 1)"},
+      {"plateau_min_learning_rate_negative", Options().plateau_min_learning_rate(-1),
+       "plateau_min_learning_rate", "-1", ">= 0"},
+      {"plateau_cooldown_negative", Options().plateau_cooldown(-2), "plateau_cooldown", "-2",
+       ">= 0"},
   };
 }
 

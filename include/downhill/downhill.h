@@ -13,6 +13,8 @@
 #include <downhill/optimizer.h>
 #include <downhill/options.h>
 #include <downhill/params.h>
+#include <downhill/phase.h>
 #include <downhill/registry.h>
 #include <downhill/rule.h>
+#include <downhill/run_summary.h>
 #include <downhill/schedules.h>

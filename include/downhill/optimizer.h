@@ -5,6 +5,7 @@
 #include <downhill/monitors.h>
 #include <downhill/options.h>
 #include <downhill/params.h>
+#include <downhill/run_summary.h>
 #include <torch/types.h>
 
 #include <cstdint>
@@ -85,8 +86,21 @@ class Optimizer {
   /// The loop (docs/guide.md, "The loop") as a range: one (training, validation) pair per pass.
   /// Validation uses `train` when `valid` is null. Both must outlive the range.
   Iteration iterate(Dataset& train, Dataset* valid = nullptr);
-  /// Runs iterate() to its end and returns the last (training, validation) pair.
+  /// iterate() with settings for this run and those after it, without rebuilding:
+  /// `opt->iterate(train, &valid, [](Options& o) { o.learning_rate(1e-3).patience(3); })`
+  /// is change_options(settings) then iterate(train, valid); the settings stay changed.
+  Iteration iterate(Dataset& train, Dataset* valid, const GroupSettings& settings);
+  /// minimize() with settings, as iterate(train, valid, settings).
+  std::pair<Monitors, Monitors> minimize(Dataset& train, Dataset* valid,
+                                         const GroupSettings& settings);
+  /// Runs iterate() to its end and returns the last pass's (training, validation) pair: the
+  /// training monitors of the last pass and the latest validation's monitors. The
+  /// parameters are then the best validation's; last_run() has its monitors.
   std::pair<Monitors, Monitors> minimize(Dataset& train, Dataset* valid = nullptr);
+
+  /// The latest run of iterate() / minimize(): the best validation's monitors and pass,
+  /// passes and updates run, and why it stopped (kNotStopped while it runs).
+  RunSummary last_run() const;
 
   /// Copies `values` into the parameters (same count, shapes and dtypes).
   void set_params(const std::vector<torch::Tensor>& values);

@@ -143,6 +143,9 @@ class Options {
   DOWNHILL_SETTING(int64_t, checkpoint_every, 1);
   /// Continue from the checkpoint file, if it exists, when the loop starts.
   DOWNHILL_SETTING(bool, resume, false);
+  /// File the loop writes one JSON object per line to, for each pass (empty: none); a
+  /// resumed run appends with no duplicate and no gap (docs/guide.md, "History and plots").
+  DOWNHILL_SETTING(std::string, history, "");
 
  public:
   /// Parses "rop", "lop" or "grad" (any case); throws std::invalid_argument otherwise.

@@ -1,0 +1,43 @@
+#pragma once
+// What a run of the loop came to: its best validation, how long it ran, why it stopped.
+
+#include <downhill/monitors.h>
+
+#include <cstdint>
+#include <string_view>
+
+namespace downhill {
+
+/// Why the loop stopped.
+enum class StopReason {
+  kNotStopped,   ///< no run yet, or the run is still going
+  kPatience,     ///< `patience` validations without improvement
+  kMaxUpdates,   ///< `max_updates` passes ran
+  kInterrupted,  ///< Ctrl-C (SIGINT)
+  kDiverged,     ///< `max_nonfinite` consecutive updates were skipped (DivergenceError)
+  kLeft,         ///< the caller left the range (`break`, or an exception from the loss)
+};
+
+/// The name of a StopReason: "not stopped", "patience", "max_updates", "interrupted",
+/// "diverged" or "left".
+std::string_view to_string(StopReason reason);
+
+/// The latest run of iterate() / minimize() on an optimizer (Optimizer::last_run()).
+/// A run that continued a checkpoint counts the checkpointed run's passes and best too.
+struct RunSummary {
+  /// The best validation's monitors ("loss" first); empty when no validation was finite.
+  Monitors best;
+  /// The passes trained before the best validation (0: the parameters the run began with).
+  int64_t best_pass = 0;
+  /// The validations of the run, and the number of the best (1 for the first; 0: none).
+  int64_t validations = 0;
+  int64_t best_validation = 0;
+  /// Training passes run, and updates applied by the optimizer (its update_count()).
+  int64_t passes = 0;
+  int64_t updates = 0;
+  /// Why the run stopped. The parameters are the best's after kPatience, kMaxUpdates,
+  /// kInterrupted and kDiverged, and the last step's after kLeft.
+  StopReason stop = StopReason::kNotStopped;
+};
+
+}  // namespace downhill
