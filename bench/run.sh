@@ -2,7 +2,7 @@
 # Runs every benchmark of downhill and prints one table: `bash bench/run.sh BUILD_DIR`
 # (what `make bench` calls after building). Results land in BUILD_DIR/bench/results.
 # BENCH_THREADS=N sets the LibTorch/OpenMP thread count of every side (default:
-# LibTorch's own default). BENCH_QUICK=1 shortens the update benchmark.
+# LibTorch's own default; the chain benchmark's: 1). BENCH_QUICK=1 shortens the update benchmark.
 set -euo pipefail
 
 build="${1:-build}"
@@ -31,6 +31,11 @@ echo "bench: update step (about 4 minutes)" >&2
   --benchmark_format=json --benchmark_out="$results/update.json" \
   --benchmark_out_format=json >/dev/null
 
+# The update chain (weight decay, global-norm clipping, a schedule; fused AdamW against
+# torch::optim::AdamW): its own rounds, one thread unless BENCH_THREADS; printed after the table.
+echo "bench: update chain (about 2 minutes)" >&2
+bash "$here/chain_run.sh" "$build" > "$results/chain_table.md"
+
 echo "bench: end to end" >&2
 "$bench/e2e_bench" --benchmark_enable_random_interleaving=true \
   --benchmark_report_aggregates_only=true --benchmark_out="$results/e2e.json" \
@@ -44,6 +49,8 @@ echo "bench: PyTorch peers (about 1 minute)" >&2
 /usr/bin/python3 "$here/peers.py" > "$results/peers.json"
 
 /usr/bin/python3 "$here/report.py" "$results" | tee "$results/table.md"
+printf '\n## The update chain: weight decay, global-norm clipping and a schedule\n\n'
+cat "$results/chain_table.md"
 
 echo "bench: network end to end (about 2 minutes)" >&2
 bash "$here/mlp_run.sh" "$build" | tee "$results/mlp_table.md"
