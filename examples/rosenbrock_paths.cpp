@@ -86,6 +86,14 @@ int main(int argc, char** argv) {
       {"esgd", downhill::Options().learning_rate(0.3).momentum(0.5)},
       {"adam", downhill::Options().learning_rate(0.1)},
   };
+  for (const auto& name : downhill::builtin_algorithm_names()) {  // a new one needs settings
+    bool listed = false;
+    for (const auto& run : all) listed = listed || run.algo == name;
+    if (!listed) {
+      std::fprintf(stderr, "rosenbrock_paths: no settings for the algorithm %s\n", name.c_str());
+      return 1;
+    }
+  }
   std::vector<Run> runs;
   for (const auto& run : all) {
     if (only && run.algo != *only) continue;
