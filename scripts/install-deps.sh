@@ -15,6 +15,7 @@ packages=(
   python3-torch           # PyTorch peer for the benchmarks
   python3-sklearn         # ships the digits data set used by an example
   zlib1g-dev              # reads that gzip-compressed data set
+  python3-matplotlib      # the plot scripts (scripts/plot_history.py, plot_rosenbrock.py)
 )
 
 missing=()
