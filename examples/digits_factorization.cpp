@@ -12,6 +12,7 @@
 //
 // Usage: digits_factorization [--digit D] [--passes N] [--components K]
 //                             [--learning-rate R] [--output PATH] [--data PATH]
+//                             [--history PATH]
 #include <downhill/downhill.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
@@ -40,18 +41,20 @@ struct Settings {
   double learning_rate = 0.1;
   std::string output = "digits_basis.pgm";
   std::string data = digits::kDefaultPath;
+  std::string history;  // empty: no history file
 };
 
 void print_usage(const char* program) {
   std::cerr << "usage: " << program
             << " [--digit D] [--passes N] [--components K] [--learning-rate R]\n"
-               "       [--output PATH] [--data PATH]\n"
+               "       [--output PATH] [--data PATH] [--history PATH]\n"
                "  --digit D       train on the images of digit D (0-9, default 3)\n"
                "  --passes N      stop after at most N passes (default: early stopping only)\n"
                "  --components K  number of basis images (default 16)\n"
                "  --learning-rate R  SGD's learning rate (default 0.1)\n"
                "  --output PATH   where to write the basis as a PGM image (digits_basis.pgm)\n"
-               "  --data PATH     the digits CSV, gzip-compressed (python3-sklearn's copy)\n";
+               "  --data PATH     the digits CSV, gzip-compressed (python3-sklearn's copy)\n"
+               "  --history PATH  write one JSON line per pass (for scripts/plot_history.py)\n";
 }
 
 Settings parse_arguments(int argc, char** argv) {
@@ -83,6 +86,8 @@ Settings parse_arguments(int argc, char** argv) {
       settings.output = value;
     } else if (flag == "--data") {
       settings.data = value;
+    } else if (flag == "--history") {
+      settings.history = value;
     } else {
       throw std::invalid_argument("unknown option " + flag);
     }
@@ -171,6 +176,7 @@ int main(int argc, char** argv) try {
                      .patience(5)
                      .min_improvement(0.001);
   if (settings.passes) options.max_updates(*settings.passes);
+  if (!settings.history.empty()) options.history(settings.history);
 
   const auto validation_loss = [&] {
     torch::NoGradGuard no_grad;

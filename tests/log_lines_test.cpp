@@ -107,6 +107,8 @@ TEST(LogLines, ValidationPassAndPatienceLines) {
                               "info SGD 3 loss=-2.000000 half=-1.000000",
                               "info validation 4 loss=4.000000 half=2.000000",
                               "info patience elapsed!",
+                              "info stopped (patience) after 3 passes and 3 updates",
+                              "info best: validation 2, after pass 1: loss=3.000000 half=1.500000",
                           }));
   EXPECT_EQ(run.steps, 3);
 }
@@ -136,6 +138,8 @@ TEST(LogLines, AWorseValidationHasNoStarAndAnEqualOneNeither) {
                               "info validation 4 loss=1.000000 half=0.500000 *",
                               "info SGD 7 loss=-6.000000 half=-3.000000",
                               "info validation 5 loss=1.500000 half=0.750000",
+                              "info stopped (max_updates) after 7 passes and 7 updates",
+                              "info best: validation 4, after pass 6: loss=1.000000 half=0.500000",
                           }));
 }
 
@@ -168,6 +172,8 @@ TEST(LogLines, InterruptedLine) {
                                 "info SGD 1 loss=0.000000 half=0.000000",
                                 "info validation 2 loss=3.000000 half=1.500000 *",
                                 "info interrupted!",
+                                "info stopped (interrupted) after 1 passes and 2 updates",
+                                "info best: validation 2, after pass 1: loss=3.000000 half=1.500000",
                             }));
   }
   EXPECT_EQ(fallback_calls, 0);
@@ -190,6 +196,8 @@ TEST(LogLines, EachPassLineNamesTheAlgorithm) {
     const double after = (0.5 + move - 2) * (0.5 + move - 2);
     char closing[64];
     std::snprintf(closing, sizeof closing, "info validation 2 loss=%.6f *", after);
+    char best[80];
+    std::snprintf(best, sizeof best, "info best: validation 2, after pass 1: loss=%.6f", after);
     auto x = torch::full({1}, 0.5, torch::dtype(torch::kFloat64).requires_grad(true));
     auto loss = [&](const downhill::Batch&) -> downhill::Evaluation {
       return (x - 2).square().sum();
@@ -208,7 +216,9 @@ TEST(LogLines, EachPassLineNamesTheAlgorithm) {
         << algo;
     EXPECT_EQ(lines.others,
               (std::vector<std::string>{"info validation 1 loss=2.250000 *",
-                                        "info " + display + " 1 loss=2.250000", closing}))
+                                        "info " + display + " 1 loss=2.250000", closing,
+                                        "info stopped (max_updates) after 1 passes and 1 updates",
+                                        best}))
         << algo;
   }
 }
@@ -232,6 +242,8 @@ TEST(LogLines, MinimizeWithoutParamsListsTheOnesItFound) {
                               "info SGD 1 loss=7.000000",
                               // The closing validation: a ← 1 − 0.5·2 = 0, b ← 3 − 0.5.
                               "info validation 2 loss=2.500000 *",
+                              "info stopped (max_updates) after 1 passes and 1 updates",
+                              "info best: validation 2, after pass 1: loss=2.500000",
                           }));
   EXPECT_EQ(capture.text().rfind("info found 2 parameters", 0), 0u);
 }
