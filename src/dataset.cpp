@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -32,15 +33,31 @@ void check_iteration_size(const std::string& dataset, const std::optional<int64_
   }
 }
 
+// "torch::kSparseCsr": a layout as LibTorch code names it.
+std::string layout_name(c10::Layout layout) {
+  std::ostringstream out;
+  out << "torch::k" << layout;
+  return out.str();
+}
+
+bool is_sparse_coo(const torch::Tensor& t) { return t.layout() == torch::kSparse; }
+
 // The samples along `axis` that every tensor of `arrays` shares; std::invalid_argument
-// naming the tensor when one is undefined, a scalar, empty, too short in rank, or of
-// another length.
+// naming the tensor when one is undefined, of a layout other than dense or sparse COO, a
+// scalar, empty, too short in rank, sparse COO along another axis than 0 (or with no sparse
+// dimension), or of another length.
 int64_t sample_count(const std::string& dataset, const Batch& arrays, int64_t axis) {
   int64_t length = -1;
   for (size_t i = 0; i < arrays.size(); ++i) {
     const auto& t = arrays[i];
     const std::string tensor = "downhill: dataset '" + dataset + "': tensor " + std::to_string(i);
     if (!t.defined()) throw std::invalid_argument(tensor + " is undefined");
+    if (t.layout() != torch::kStrided && !is_sparse_coo(t)) {
+      throw std::invalid_argument(tensor + " of shape " + shape_of(t) + " has layout " +
+                                  layout_name(t.layout()) +
+                                  "; allowed: torch::kStrided (dense) or torch::kSparse (sparse "
+                                  "COO, split along axis 0)");
+    }
     const int64_t dim = t.dim();
     if (dim == 0) {
       throw std::invalid_argument(tensor +
@@ -54,6 +71,19 @@ int64_t sample_count(const std::string& dataset, const Batch& arrays, int64_t ax
           "downhill: dataset '" + dataset + "': axis " + std::to_string(axis) +
           " is out of range for tensor " + std::to_string(i) + " of shape " + shape_of(t) +
           "; allowed: " + std::to_string(-dim) + " to " + std::to_string(dim - 1));
+    }
+    if (is_sparse_coo(t) && resolved != 0) {
+      throw std::invalid_argument(tensor + " of shape " + shape_of(t) +
+                                  " has layout torch::kSparse (sparse COO), which is split along "
+                                  "axis 0 only, not along axis " +
+                                  std::to_string(axis) + "; allowed for it: axis 0 (or " +
+                                  std::to_string(-dim) + ")");
+    }
+    if (is_sparse_coo(t) && t.sparse_dim() == 0) {
+      throw std::invalid_argument(tensor + " of shape " + shape_of(t) +
+                                  " has layout torch::kSparse (sparse COO) with no sparse "
+                                  "dimension; allowed: a sparse COO tensor whose axis 0 is sparse "
+                                  "(sparse_dim() >= 1)");
     }
     if (t.numel() == 0) {
       throw std::invalid_argument(tensor + " of shape " + shape_of(t) +
@@ -69,14 +99,90 @@ int64_t sample_count(const std::string& dataset, const Batch& arrays, int64_t ax
   return length;
 }
 
-// `arrays` cut along `axis` into consecutive slices of `batch` samples (the last shorter).
-std::vector<Batch> slices_of(const Batch& arrays, int64_t axis, int64_t length, int64_t batch) {
+// Where each row's entries begin in a coalesced sparse COO tensor, whose entries are sorted by
+// row: rows [begin, end) are entries [starts[begin], starts[end]). A CPU tensor of size(0) + 1.
+torch::Tensor row_starts_of(const torch::Tensor& coalesced) {
+  const auto rows = coalesced._indices().select(0, 0).contiguous();
+  return at::searchsorted(rows, torch::arange(coalesced.size(0) + 1, rows.options())).cpu();
+}
+
+// A coalesced sparse COO tensor of `sizes` from entries already sorted and distinct.
+torch::Tensor coalesced_sparse(const torch::Tensor& indices, const torch::Tensor& values,
+                               const torch::Tensor& like, int64_t rows) {
+  auto sizes = like.sizes().vec();
+  sizes[0] = rows;
+  auto out = at::_sparse_coo_tensor_unsafe(indices, values, sizes, like.options());
+  out._coalesced_(true);
+  return out;
+}
+
+// Rows [begin, end) of a coalesced sparse COO tensor, coalesced: a slice of its entries, the
+// values a view of its values, the indices a copy with the rows shifted to start at 0.
+torch::Tensor sparse_rows(const torch::Tensor& coalesced, const torch::Tensor& starts,
+                          int64_t begin, int64_t end) {
+  if (begin == 0 && end == coalesced.size(0)) return coalesced;
+  const auto* start = starts.data_ptr<int64_t>();
+  const int64_t first = start[begin];
+  const int64_t count = start[end] - first;
+  auto indices = coalesced._indices().narrow(1, first, count).clone(at::MemoryFormat::Contiguous);
+  indices.select(0, 0).sub_(begin);
+  return coalesced_sparse(indices, coalesced._values().narrow(0, first, count), coalesced,
+                          end - begin);
+}
+
+// The rows `rows` (distinct; a CPU index tensor) of a coalesced sparse COO tensor, in that
+// order, as a coalesced sparse COO tensor: output row j holds row rows[j]'s entries in their
+// order, so the entries stay sorted. Costs O(rows + their entries).
+torch::Tensor gather_sparse_rows(const torch::Tensor& coalesced, const torch::Tensor& starts,
+                                 const torch::Tensor& rows) {
+  const auto picked = rows.contiguous();
+  const auto* start = starts.data_ptr<int64_t>();
+  const auto* row = picked.data_ptr<int64_t>();
+  const int64_t count = picked.numel();
+  int64_t entries = 0;
+  for (int64_t j = 0; j < count; ++j) entries += start[row[j] + 1] - start[row[j]];
+  // Where each output entry comes from, and its output row.
+  auto source = torch::empty({entries}, torch::kLong);
+  auto entry_row = torch::empty({entries}, torch::kLong);
+  auto* from = source.data_ptr<int64_t>();
+  auto* to_row = entry_row.data_ptr<int64_t>();
+  for (int64_t j = 0, k = 0; j < count; ++j) {
+    for (int64_t e = start[row[j]]; e < start[row[j] + 1]; ++e, ++k) {
+      from[k] = e;
+      to_row[k] = j;
+    }
+  }
+  source = source.to(coalesced.device());
+  // Each index dimension gathered on its own: index_select along dim 1 of the whole
+  // [sparse_dim, nnz] indices would cost O(nnz).
+  const auto all = coalesced._indices();
+  auto indices = torch::empty({all.size(0), entries}, all.options());
+  indices.select(0, 0).copy_(entry_row);
+  for (int64_t d = 1; d < all.size(0); ++d) {
+    auto out = indices.select(0, d);
+    at::index_select_out(out, all.select(0, d), 0, source);
+  }
+  return coalesced_sparse(indices, coalesced._values().index_select(0, source), coalesced, count);
+}
+
+// `arrays` cut along `axis` into consecutive slices of `batch` samples (the last shorter):
+// views of dense tensors, and rows of sparse COO tensors (coalesced, with their `row_starts`).
+// Without `sparse_slices`, sparse tensors' places are left undefined (for datasets that gather
+// each batch, whose slices only count the batches).
+std::vector<Batch> slices_of(const Batch& arrays, const std::vector<torch::Tensor>& row_starts,
+                             int64_t axis, int64_t length, int64_t batch, bool sparse_slices) {
   std::vector<Batch> slices;
   for (int64_t start = 0; start < length; start += batch) {
     const int64_t size = std::min(batch, length - start);
     Batch slice;
     slice.reserve(arrays.size());
-    for (const auto& t : arrays) {
+    for (size_t i = 0; i < arrays.size(); ++i) {
+      const auto& t = arrays[i];
+      if (is_sparse_coo(t)) {
+        slice.push_back(sparse_slices ? sparse_rows(t, row_starts[i], start, start + size)
+                                      : torch::Tensor());
+        continue;
+      }
       const int64_t resolved = axis < 0 ? axis + t.dim() : axis;
       slice.push_back(t.narrow(resolved, start, size));
     }
@@ -98,9 +204,20 @@ Dataset::Dataset(Batch arrays, DatasetOptions options) : options_(std::move(opti
   }
   const int64_t length = sample_count(name(), arrays, options_.axis());
   const int64_t batch = options_.batch_size() <= 0 ? length : options_.batch_size();
-  slices_ = slices_of(arrays, options_.axis(), length, batch);
+  // Sparse COO tensors are coalesced once, so that each row's entries are consecutive.
+  std::vector<torch::Tensor> row_starts(arrays.size());
+  for (size_t i = 0; i < arrays.size(); ++i) {
+    if (!is_sparse_coo(arrays[i])) continue;
+    arrays[i] = arrays[i].coalesce();
+    row_starts[i] = row_starts_of(arrays[i]);
+  }
   // Per-sample shuffling permutes samples, not slices; the slices still count batches.
-  if (options_.shuffle() && options_.shuffle_samples()) arrays_ = std::move(arrays);
+  const bool gather_samples = options_.shuffle() && options_.shuffle_samples();
+  slices_ = slices_of(arrays, row_starts, options_.axis(), length, batch, !gather_samples);
+  if (gather_samples) {
+    arrays_ = std::move(arrays);
+    row_starts_ = std::move(row_starts);
+  }
   order_.resize(gathers() ? static_cast<size_t>(length) : slices_.size());
   for (size_t i = 0; i < order_.size(); ++i) order_[i] = static_cast<int64_t>(i);
   iteration_size_ = options_.iteration_size().value_or(slice_count());
@@ -167,6 +284,10 @@ Batch Dataset::gather(int64_t batch_index) {
   out.reserve(arrays_.size());
   for (size_t i = 0; i < arrays_.size(); ++i) {
     const auto& array = arrays_[i];
+    if (is_sparse_coo(array)) {  // a fresh tensor each time: sparse tensors have no out= gather
+      out.push_back(gather_sparse_rows(array, row_starts_[i], indices));
+      continue;
+    }
     const int64_t axis = options_.axis() < 0 ? options_.axis() + array.dim() : options_.axis();
     auto& buffer = buffers[i];
     // Reuse the buffer only when nobody else holds it (nor a view of it): a batch the

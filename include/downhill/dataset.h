@@ -36,6 +36,7 @@ class DatasetOptions {
   }
   const std::optional<int64_t>& iteration_size() const noexcept { return iteration_size_; }
   /// The axis along which tensors are split into batches. Default 0; negative counts from the end.
+  /// Sparse COO tensors are split along axis 0 only.
   DatasetOptions& axis(int64_t value) {
     axis_ = value;
     return *this;
@@ -81,10 +82,17 @@ class DatasetOptions {
 /// continues where the previous pass stopped. From a generator: each batch is a
 /// call to the generator. A dataset of no tensors (`Dataset(Batch{})`) yields
 /// empty batches, for losses that need no data.
+///
+/// A sparse COO tensor (layout torch::kSparse), alone or beside dense ones, is split
+/// along axis 0 only: it is coalesced once, and each of its batches is a coalesced
+/// sparse COO tensor of its rows (values shared with the coalesced tensor, indices
+/// its own).
 class Dataset {
  public:
   /// Splits `arrays` into batches. Throws std::invalid_argument when lengths along
-  /// the axis differ (listing every shape), the axis is out of range, or a tensor is empty.
+  /// the axis differ (listing every shape), the axis is out of range, a tensor is empty,
+  /// has a layout other than dense (strided) or sparse COO, or is sparse COO and would be
+  /// split along another axis than 0.
   explicit Dataset(Batch arrays, DatasetOptions options = {});
   /// Calls `generator` for each batch.
   explicit Dataset(std::function<Batch()> generator, DatasetOptions options = {});
@@ -127,9 +135,13 @@ class Dataset {
 
   DatasetOptions options_;
   std::vector<Batch> slices_;
-  // With shuffle_samples: the whole tensors, the sample order as a tensor (for
-  // index_select), and one reusable output buffer per tensor and batch length.
+  // With shuffle_samples: the whole tensors (sparse COO ones coalesced), the sample order
+  // as a tensor (for index_select), and one reusable output buffer per dense tensor and
+  // batch length.
   Batch arrays_;
+  // With shuffle_samples, per tensor of arrays_: for a sparse COO one, where each row's
+  // entries begin (rows [a, b) are entries [starts[a], starts[b])); undefined for a dense one.
+  std::vector<torch::Tensor> row_starts_;
   torch::Tensor sample_order_;
   std::vector<Batch> gather_buffers_;
   std::function<Batch()> generator_;
