@@ -880,6 +880,9 @@ TEST_F(RunSummaryTest, AResumedRunReportsTheSameBestAndTotalsAsTheStraightRun) {
   }
 }
 
+// Fails with src/iteration.cpp as it stands: advance() sets `started` before start_run(),
+// which throws (check_checkpoint_path(), or a checkpoint that does not load) before the
+// counters start afresh; ~Walk() then calls stopped(kLeft) on the previous run's counters.
 TEST_F(RunSummaryTest, ARunThatCannotStartDoesNotReportThePreviousRunAsLeft) {
   Scripted problem({5, 3, 4, 4, 4});
   auto opt = problem.build(downhill::Options().validate_every(2).patience(2));
@@ -1008,6 +1011,8 @@ TEST_F(OneRunSettings, IterateRunsWithThemAndTheyStayChanged) {
   EXPECT_EQ(problem.value(), -1.5);  // the closing validation scored −1.5, the best
 }
 
+// Fails as the library stands: the checkpoint, loaded at begin() after the settings were
+// applied, puts its own update settings (learning rate 0.25) back over them.
 TEST_F(OneRunSettings, TheyHoldForARunThatResumesACheckpoint) {
   // A checkpoint of a run at learning rate 0.25 ...
   TemporaryFolder folder("one_run_resume");
