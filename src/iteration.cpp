@@ -127,8 +127,7 @@ struct Iteration::Impl {
     }
   }
   // The checkpoint's folder must exist before the run, not at its first write.
-  void check_checkpoint_path() const {
-    const auto& path = optimizer.options().checkpoint();
+  static void check_checkpoint_path(const std::string& path) {
     if (path.empty()) return;
     const std::filesystem::path file(path);
     const auto folder = file.has_parent_path() ? file.parent_path() : std::filesystem::path(".");
@@ -177,18 +176,22 @@ struct Iteration::Impl {
   // with resume(true)), or starts the loop's counters afresh. The algorithm's state
   // (moments, update count) belongs to the optimizer and carries on.
   void start_run() {
-    const auto& options = optimizer.options();
-    check_checkpoint_path();
+    // The settings given for this run decide whether and from where it resumes; they are
+    // applied after the load, so that they change the checkpoint's settings.
+    const Options planned = engine.planned_options();
+    check_checkpoint_path(planned.checkpoint());
     bool resumed = loop.resume_pending();
     if (!resumed) {
-      if (options.resume() && std::filesystem::exists(options.checkpoint())) {
-        detail::load_checkpoint(options.checkpoint(), engine, loop, &train, valid);
+      if (planned.resume() && std::filesystem::exists(planned.checkpoint())) {
+        detail::load_checkpoint(planned.checkpoint(), engine, loop, &train, valid);
         resumed = true;
       } else {
         loop.start_afresh();
       }
     }
     loop.resume_datasets(train, valid);
+    engine.apply_run_settings();
+    const auto& options = optimizer.options();
     auto& counters = loop.counters;
     counters.stop = StopReason::kNotStopped;
     history.start(options.history(), resumed, counters.passes);
@@ -242,6 +245,7 @@ struct Iteration::Impl {
   std::optional<detail::InterruptGuard> interrupt;
   value_type current;
   bool started = false;
+  bool running = false;  // started, and start_run() succeeded
   bool done = false;
   bool interrupted = false;
   std::shared_ptr<spdlog::logger> log = logger();  // looked up once per run, not per pass
@@ -353,6 +357,7 @@ bool Iteration::Impl::advance() {
     started = true;
     interrupt.emplace();
     start_run();
+    running = true;
     log_settings(*log, optimizer.name(), options);
   }
   if (options.max_updates() && counters.passes >= *options.max_updates()) {
@@ -373,6 +378,7 @@ bool Iteration::Impl::advance() {
     validated_this_pass = true;
     if (counters.validations - counters.best_validation > options.patience()) {
       log->info("patience elapsed!");
+      record(nullptr);  // the validation that ended the run
       finish(StopReason::kPatience);
       return false;
     }
@@ -402,7 +408,7 @@ struct Iteration::iterator::Walk {
   explicit Walk(std::shared_ptr<Iteration::Impl> impl) : impl(std::move(impl)) {}
   ~Walk() {
     impl->interrupt.reset();
-    if (impl->started && !impl->done) impl->stopped(StopReason::kLeft);
+    if (impl->running && !impl->done) impl->stopped(StopReason::kLeft);
   }
   Walk(const Walk&) = delete;
   Walk& operator=(const Walk&) = delete;

@@ -333,28 +333,36 @@ void Optimizer::load_checkpoint(const std::string& path) {
 
 Iteration Optimizer::iterate(Dataset& train, Dataset* valid) {
   require_loss("iterate()");
+  engine_->set_run_settings(nullptr);  // none left from an Iteration that was never walked
   return Iteration(detail::RunParts{*this, *engine_, *loop_}, train, valid);
 }
 
 Iteration Optimizer::iterate(Dataset& train, Dataset* valid, const GroupSettings& settings) {
-  require_loss("iterate()");
-  change_options(settings);
-  return iterate(train, valid);
+  if (!settings) return iterate(train, valid);
+  auto iteration = iterate(train, valid);
+  // Applied when the run starts, after a checkpoint it resumes (whose settings they change).
+  engine_->set_run_settings(settings);
+  return iteration;
 }
+
+namespace {
+// Walks `iteration` to its end: the last pair, or the last validation for a run that
+// yields no pass (resumed at its end).
+std::pair<Monitors, Monitors> run_to_end(Iteration iteration, const detail::LoopState& loop) {
+  std::pair<Monitors, Monitors> last;
+  for (const auto& item : iteration) last = item;
+  if (last.second.empty()) last.second = loop.counters.last_validation;
+  return last;
+}
+}  // namespace
 
 std::pair<Monitors, Monitors> Optimizer::minimize(Dataset& train, Dataset* valid,
                                                   const GroupSettings& settings) {
-  require_loss("minimize()");
-  change_options(settings);
-  return minimize(train, valid);
+  return run_to_end(iterate(train, valid, settings), *loop_);
 }
 
 std::pair<Monitors, Monitors> Optimizer::minimize(Dataset& train, Dataset* valid) {
-  std::pair<Monitors, Monitors> last;
-  for (const auto& item : iterate(train, valid)) last = item;
-  // A run that yields no pass (resumed at its end) still reports its last validation.
-  if (last.second.empty()) last.second = loop_->counters.last_validation;
-  return last;
+  return run_to_end(iterate(train, valid), *loop_);
 }
 
 }  // namespace downhill

@@ -163,7 +163,26 @@ const Options& UpdateEngine::group_options(size_t group) const {
   return group_options_[group];
 }
 
-void UpdateEngine::change_options(std::optional<size_t> group, const GroupSettings& change) {
+void UpdateEngine::set_run_settings(const GroupSettings& change) {
+  if (change) change_options(std::nullopt, change, /*dry_run=*/true);
+  run_settings_ = change;
+}
+
+Options UpdateEngine::planned_options() const {
+  Options planned = options();
+  if (run_settings_) run_settings_(planned);
+  return planned;
+}
+
+void UpdateEngine::apply_run_settings() {
+  if (!run_settings_) return;
+  const auto change = std::move(run_settings_);
+  run_settings_ = nullptr;
+  change_options(std::nullopt, change);
+}
+
+void UpdateEngine::change_options(std::optional<size_t> group, const GroupSettings& change,
+                                  bool dry_run) {
   if (!change) throw std::invalid_argument("downhill: change_options needs a change; got none");
   auto next = group_options_;
   if (group) {
@@ -190,7 +209,7 @@ void UpdateEngine::change_options(std::optional<size_t> group, const GroupSettin
                                 std::to_string(window_count_) +
                                 " batches of a window are summed; change it after the update");
   }
-  assign_group_options(std::move(next));
+  if (!dry_run) assign_group_options(std::move(next));
 }
 
 void UpdateEngine::assign_group_options(std::vector<Options>&& options) {

@@ -42,7 +42,14 @@ class UpdateEngine {
   const Options& group_options(size_t group) const;
   /// Changes the settings of every group (`group` empty) or of one, all or nothing
   /// (Optimizer::change_options).
-  void change_options(std::optional<size_t> group, const GroupSettings& change);
+  void change_options(std::optional<size_t> group, const GroupSettings& change,
+                      bool dry_run = false);
+  /// Settings for the next run (iterate(train, valid, settings)): checked now, applied by
+  /// apply_run_settings() when that run starts, after a checkpoint it resumes is loaded.
+  void set_run_settings(const GroupSettings& change);
+  void apply_run_settings();
+  /// The optimizer's options as the next run will have them (with the run's settings).
+  Options planned_options() const;
   /// Multiplies every group's learning rate by `factor`, not below `floor` (reduce on
   /// plateau); returns whether any changed.
   bool reduce_learning_rate(double factor, double floor);
@@ -106,6 +113,7 @@ class UpdateEngine {
   std::vector<double> clip_scales_;
   std::vector<at::Tensor> window_;
   int64_t window_count_ = 0;
+  GroupSettings run_settings_;  // for the next run; empty when none
   int64_t update_count_ = 0;
   bool last_update_applied_ = true;
   std::string last_skip_reason_;

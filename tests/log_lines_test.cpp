@@ -167,14 +167,15 @@ TEST(LogLines, InterruptedLine) {
     opt->minimize(train);
     const auto lines = split(capture.text());
     // The interrupted pass gets no line of its own.
-    EXPECT_EQ(lines.others, (std::vector<std::string>{
-                                "info validation 1 loss=5.000000 half=2.500000 *",
-                                "info SGD 1 loss=0.000000 half=0.000000",
-                                "info validation 2 loss=3.000000 half=1.500000 *",
-                                "info interrupted!",
-                                "info stopped (interrupted) after 1 passes and 2 updates",
-                                "info best: validation 2, after pass 1: loss=3.000000 half=1.500000",
-                            }));
+    EXPECT_EQ(lines.others,
+              (std::vector<std::string>{
+                  "info validation 1 loss=5.000000 half=2.500000 *",
+                  "info SGD 1 loss=0.000000 half=0.000000",
+                  "info validation 2 loss=3.000000 half=1.500000 *",
+                  "info interrupted!",
+                  "info stopped (interrupted) after 1 passes and 2 updates",
+                  "info best: validation 2, after pass 1: loss=3.000000 half=1.500000",
+              }));
   }
   EXPECT_EQ(fallback_calls, 0);
   EXPECT_DOUBLE_EQ(run.x.item<double>(), -1.0);  // the best, after one step
@@ -215,10 +216,9 @@ TEST(LogLines, EachPassLineNamesTheAlgorithm) {
                                         "the others default"}))
         << algo;
     EXPECT_EQ(lines.others,
-              (std::vector<std::string>{"info validation 1 loss=2.250000 *",
-                                        "info " + display + " 1 loss=2.250000", closing,
-                                        "info stopped (max_updates) after 1 passes and 1 updates",
-                                        best}))
+              (std::vector<std::string>{
+                  "info validation 1 loss=2.250000 *", "info " + display + " 1 loss=2.250000",
+                  closing, "info stopped (max_updates) after 1 passes and 1 updates", best}))
         << algo;
   }
 }

@@ -880,9 +880,8 @@ TEST_F(RunSummaryTest, AResumedRunReportsTheSameBestAndTotalsAsTheStraightRun) {
   }
 }
 
-// Fails with src/iteration.cpp as it stands: advance() sets `started` before start_run(),
-// which throws (check_checkpoint_path(), or a checkpoint that does not load) before the
-// counters start afresh; ~Walk() then calls stopped(kLeft) on the previous run's counters.
+// A run whose start throws (a checkpoint folder that does not exist, a checkpoint that does
+// not load) must leave the previous run's summary as it was, not report it as left.
 TEST_F(RunSummaryTest, ARunThatCannotStartDoesNotReportThePreviousRunAsLeft) {
   Scripted problem({5, 3, 4, 4, 4});
   auto opt = problem.build(downhill::Options().validate_every(2).patience(2));
@@ -994,11 +993,13 @@ TEST_F(OneRunSettings, AnInvalidSettingThrowsNamingItBeforeAnythingRuns) {
 }
 
 TEST_F(OneRunSettings, IterateRunsWithThemAndTheyStayChanged) {
-  // The settings apply when iterate() is called, before the walk.
+  // The settings are checked when iterate() is called and applied when the run starts
+  // (after a checkpoint it resumes, if any, is loaded).
+  const double before = opt->options().learning_rate();
   auto range = opt->iterate(train, &valid, [](downhill::Options& o) {
     o.learning_rate(0.5).max_updates(1).validate_every(1);
   });
-  EXPECT_EQ(opt->options().learning_rate(), 0.5);
+  EXPECT_EQ(opt->options().learning_rate(), before);
   EXPECT_EQ(problem.steps, 0);
   std::vector<downhill::Monitors> training;
   for (const auto& item : range) training.push_back(item.first);
@@ -1011,8 +1012,8 @@ TEST_F(OneRunSettings, IterateRunsWithThemAndTheyStayChanged) {
   EXPECT_EQ(problem.value(), -1.5);  // the closing validation scored −1.5, the best
 }
 
-// Fails as the library stands: the checkpoint, loaded at begin() after the settings were
-// applied, puts its own update settings (learning rate 0.25) back over them.
+// The checkpoint, loaded at begin(), must not put its own update settings (learning rate
+// 0.25) back over the run's.
 TEST_F(OneRunSettings, TheyHoldForARunThatResumesACheckpoint) {
   // A checkpoint of a run at learning rate 0.25 ...
   TemporaryFolder folder("one_run_resume");

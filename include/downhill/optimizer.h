@@ -87,15 +87,19 @@ class Optimizer {
   /// Validation uses `train` when `valid` is null. Both must outlive the range.
   Iteration iterate(Dataset& train, Dataset* valid = nullptr);
   /// iterate() with settings for this run and those after it, without rebuilding:
-  /// `opt->iterate(train, &valid, [](Options& o) { o.learning_rate(1e-3).patience(3); })`
-  /// is change_options(settings) then iterate(train, valid); the settings stay changed.
+  /// `opt->iterate(train, &valid, [](Options& o) { o.learning_rate(1e-3).patience(3); })`.
+  /// The change is checked now (std::invalid_argument, as change_options) and applied as
+  /// change_options(settings) when the run starts, after a checkpoint it resumes is loaded;
+  /// the settings stay changed.
   Iteration iterate(Dataset& train, Dataset* valid, const GroupSettings& settings);
   /// minimize() with settings, as iterate(train, valid, settings).
   std::pair<Monitors, Monitors> minimize(Dataset& train, Dataset* valid,
                                          const GroupSettings& settings);
-  /// Runs iterate() to its end and returns the last pass's (training, validation) pair: the
-  /// training monitors of the last pass and the latest validation's monitors. The
-  /// parameters are then the best validation's; last_run() has its monitors.
+  /// Runs iterate() to its end and returns the last pass's (training, validation) pair, as
+  /// iterate() yielded it: that pass's training monitors and the latest validation before
+  /// it (a run resumed at its very end, which trains no pass, returns the closing
+  /// validation's). The parameters are then the best validation's; last_run() has its
+  /// monitors.
   std::pair<Monitors, Monitors> minimize(Dataset& train, Dataset* valid = nullptr);
 
   /// The latest run of iterate() / minimize(): the best validation's monitors and pass,
