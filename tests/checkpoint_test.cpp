@@ -8,7 +8,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <spawn.h>
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
@@ -30,31 +29,16 @@
 #include <vector>
 
 #include "checkpoint_problem.h"
+#include "child_process.h"
+#include "same_bits.h"
 #include "test_support.h"
-
-extern char** environ;
 
 namespace {
 
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
-// A folder of its own under the system's temporary folder, removed afterwards.
-class TemporaryFolder {
- public:
-  explicit TemporaryFolder(const std::string& label)
-      : path_(std::filesystem::temp_directory_path() /
-              ("downhill_" + label + "_" + std::to_string(getpid()))) {
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~TemporaryFolder() { std::filesystem::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+using downhill::testing::TemporaryFolder;
 
 // Silences downhill for one test and puts the previous level back afterwards.
 class Quiet : public ::testing::Test {
@@ -208,41 +192,12 @@ TEST_F(Quiet, ExplicitLoadCheckpointContinuesTheRunToo) {
 
 // --- (2) SIGKILL while checkpointing never leaves a torn file ---
 
-struct Writer {
-  pid_t pid = -1;
-  int output = -1;  // read end of the child's stdout
-};
+using Writer = downhill::testing::Child;
+using downhill::testing::read_until;
 
 Writer spawn_writer(const std::string& path, long long first_counter) {
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-  const std::string program = DOWNHILL_CHECKPOINT_WRITER;
-  const std::string counter = std::to_string(first_counter);
-  char* argv[] = {const_cast<char*>(program.c_str()), const_cast<char*>(path.c_str()),
-                  const_cast<char*>(counter.c_str()), nullptr};
-  Writer writer;
-  const int rc = posix_spawn(&writer.pid, program.c_str(), &actions, nullptr, argv, environ);
-  posix_spawn_file_actions_destroy(&actions);
-  close(fds[1]);
-  if (rc != 0) throw std::runtime_error("cannot start " + program);
-  writer.output = fds[0];
-  return writer;
-}
-
-// Reads the child's output until `done(text)` holds or the pipe closes.
-std::string read_until(int fd, std::string text,
-                       const std::function<bool(const std::string&)>& done) {
-  char buffer[256];
-  while (!done(text)) {
-    const ssize_t n = read(fd, buffer, sizeof buffer);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    text.append(buffer, static_cast<size_t>(n));
-  }
-  return text;
+  return downhill::testing::spawn_child(
+      {DOWNHILL_CHECKPOINT_WRITER, path, std::to_string(first_counter)});
 }
 
 // The counters the child reported as completely written, in order.
@@ -712,28 +667,8 @@ downhill::Options with_updates(const Config& config, int64_t max_updates) {
   return options;
 }
 
-// Bit for bit, NaN included (a pass with a skipped NaN step averages to NaN).
-bool same_bits(double a, double b) {
-  return std::bit_cast<uint64_t>(a) == std::bit_cast<uint64_t>(b);
-}
-
-bool same_bits(const downhill::Monitors& a, const downhill::Monitors& b) {
-  if (a.size() != b.size()) return false;
-  auto x = a.begin();
-  for (const auto& [name, value] : b) {
-    if (x->first != name || !same_bits(x->second, value)) return false;
-    ++x;
-  }
-  return true;
-}
-
-bool same_tensors(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!torch::equal(a[i], b[i])) return false;
-  }
-  return true;
-}
+using downhill::testing::same_bits;
+using downhill::testing::same_tensors;
 
 // Expects `resumed` to be the straight run from the straight run's item `from`
 // on, bit for bit: items, batches, parameters, state, counters and how it ended.

@@ -7,7 +7,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <spawn.h>
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
@@ -34,10 +33,10 @@
 #include <utility>
 #include <vector>
 
+#include "child_process.h"
 #include "history_problem.h"
+#include "same_bits.h"
 #include "test_support.h"
-
-extern char** environ;
 
 namespace {
 
@@ -56,24 +55,7 @@ class QuietLogs : public ::testing::Environment {
 };
 [[maybe_unused]] const auto* const kQuietLogs = ::testing::AddGlobalTestEnvironment(new QuietLogs);
 
-// A folder of its own under the system's temporary folder, removed afterwards.
-class TemporaryFolder {
- public:
-  explicit TemporaryFolder(const std::string& label)
-      : path_(std::filesystem::temp_directory_path() /
-              ("downhill_report_" + label + "_" + std::to_string(getpid()))) {
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~TemporaryFolder() { std::filesystem::remove_all(path_); }
-  TemporaryFolder(const TemporaryFolder&) = delete;
-  TemporaryFolder& operator=(const TemporaryFolder&) = delete;
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+using downhill::testing::TemporaryFolder;
 
 // Equal, or both NaN.
 bool same_value(double a, double b) { return a == b || (std::isnan(a) && std::isnan(b)); }
@@ -88,25 +70,8 @@ bool same_monitors(const downhill::Monitors& a, const downhill::Monitors& b) {
   return true;
 }
 
-bool same_bits(const downhill::Monitors& a, const downhill::Monitors& b) {
-  if (a.size() != b.size()) return false;
-  auto x = a.begin();
-  for (const auto& [name, value] : b) {
-    if (x->first != name || std::bit_cast<uint64_t>(x->second) != std::bit_cast<uint64_t>(value)) {
-      return false;
-    }
-    ++x;
-  }
-  return true;
-}
-
-bool same_tensors(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!torch::equal(a[i], b[i])) return false;
-  }
-  return true;
-}
+using downhill::testing::same_bits;
+using downhill::testing::same_tensors;
 
 std::vector<torch::Tensor> snapshot(const std::vector<torch::Tensor>& tensors) {
   std::vector<torch::Tensor> out;
@@ -843,7 +808,7 @@ TEST_F(RunSummaryTest, AResumedRunReportsTheSameBestAndTotalsAsTheStraightRun) {
 
   // Stopped by max_updates after pass 3 (its checkpoint written at the stop), or left after
   // pass 4 (its checkpoint written after the pass); both after the best.
-  TemporaryFolder folder("summary");
+  TemporaryFolder folder("report_summary");
   struct FirstPart {
     const char* label;
     downhill::Options options;
@@ -891,7 +856,7 @@ TEST_F(RunSummaryTest, ARunThatCannotStartDoesNotReportThePreviousRunAsLeft) {
   ASSERT_EQ(previous.passes, 8);
   // The next run is refused at its start (begin()), before any step: its checkpoint's
   // folder does not exist.
-  TemporaryFolder folder("cannot_start");
+  TemporaryFolder folder("report_cannot_start");
   const auto path = folder.file("missing/run.ckpt");
   opt->change_options([&](downhill::Options& o) { o.checkpoint(path); });
   LogCapture log;
@@ -1016,7 +981,7 @@ TEST_F(OneRunSettings, IterateRunsWithThemAndTheyStayChanged) {
 // 0.25) back over the run's.
 TEST_F(OneRunSettings, TheyHoldForARunThatResumesACheckpoint) {
   // A checkpoint of a run at learning rate 0.25 ...
-  TemporaryFolder folder("one_run_resume");
+  TemporaryFolder folder("report_one_run_resume");
   const auto path = folder.file("run.ckpt");
   opt->minimize(train, &valid, [&](downhill::Options& o) {
     o.learning_rate(0.25).max_updates(1).validate_every(1).checkpoint(path);
@@ -1151,7 +1116,7 @@ void append_to(const std::string& path, const std::string& text) {
 class History : public ::testing::Test {
  protected:
   const history_test::Data data;
-  TemporaryFolder folder{"history"};
+  TemporaryFolder folder{"report_history"};
 };
 
 TEST_F(History, EveryPassHasOneLineThatMirrorsItsItemThenTheClosingOne) {
@@ -1328,43 +1293,12 @@ TEST_F(History, AResumedRunFinishesThePassCtrlCStoppedAndWritesItOnce) {
 
 // --- Killed and started again, many times: every pass once, as the straight run has it ---
 
-struct Child {
-  pid_t pid = -1;
-  int output = -1;  // read end of the child's stdout
-};
+using downhill::testing::Child;
+using downhill::testing::read_until;
 
 Child spawn_history_writer(const std::string& folder, int64_t passes, int64_t step_sleep_us) {
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-  const std::string program = DOWNHILL_HISTORY_WRITER;
-  const std::string passes_text = std::to_string(passes);
-  const std::string sleep_text = std::to_string(step_sleep_us);
-  char* argv[] = {const_cast<char*>(program.c_str()), const_cast<char*>(folder.c_str()),
-                  const_cast<char*>(passes_text.c_str()), const_cast<char*>(sleep_text.c_str()),
-                  nullptr};
-  Child child;
-  const int rc = posix_spawn(&child.pid, program.c_str(), &actions, nullptr, argv, environ);
-  posix_spawn_file_actions_destroy(&actions);
-  close(fds[1]);
-  if (rc != 0) throw std::runtime_error("cannot start " + program);
-  child.output = fds[0];
-  return child;
-}
-
-// Reads the child's output until `done(text)` holds or the pipe closes.
-std::string read_until(int fd, std::string text,
-                       const std::function<bool(const std::string&)>& done) {
-  char buffer[256];
-  while (!done(text)) {
-    const ssize_t n = read(fd, buffer, sizeof buffer);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    text.append(buffer, static_cast<size_t>(n));
-  }
-  return text;
+  return downhill::testing::spawn_child(
+      {DOWNHILL_HISTORY_WRITER, folder, std::to_string(passes), std::to_string(step_sleep_us)});
 }
 
 // Kills and reaps, at the end of a test, the children that it has not reaped itself.

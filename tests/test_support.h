@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <sstream>
@@ -14,6 +16,26 @@
 #include <vector>
 
 namespace downhill::testing {
+
+// A folder of its own under the system's temporary folder ("downhill_LABEL_PID"), emptied
+// first and removed afterwards.
+class TemporaryFolder {
+ public:
+  explicit TemporaryFolder(const std::string& label)
+      : path_(std::filesystem::temp_directory_path() /
+              ("downhill_" + label + "_" + std::to_string(getpid()))) {
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TemporaryFolder() { std::filesystem::remove_all(path_); }
+  TemporaryFolder(const TemporaryFolder&) = delete;
+  TemporaryFolder& operator=(const TemporaryFolder&) = delete;
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
 
 // Runs `action`, expects it to throw exactly `Expected`, and returns the message
 // (recording a test failure otherwise).

@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "same_bits.h"
 #include "test_support.h"
 
 namespace {
@@ -34,23 +35,7 @@ using downhill::testing::LogCapture;
 using downhill::testing::message_of;
 using ::testing::HasSubstr;
 
-// A folder of its own under the system's temporary folder, removed afterwards.
-class TemporaryFolder {
- public:
-  explicit TemporaryFolder(const std::string& label)
-      : path_(std::filesystem::temp_directory_path() /
-              ("downhill_update_loop_" + label + "_" + std::to_string(getpid()))) {
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~TemporaryFolder() { std::filesystem::remove_all(path_); }
-  TemporaryFolder(const TemporaryFolder&) = delete;
-  TemporaryFolder& operator=(const TemporaryFolder&) = delete;
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
+using downhill::testing::TemporaryFolder;
 
 // Silences downhill for one test and puts the previous level back afterwards.
 class Quiet : public ::testing::Test {
@@ -66,27 +51,8 @@ double relative_difference(const torch::Tensor& actual, const torch::Tensor& exp
   return (actual - expected).abs().max().item<double>() / scale;
 }
 
-bool same_bits(double a, double b) {
-  return std::bit_cast<uint64_t>(a) == std::bit_cast<uint64_t>(b);
-}
-
-bool same_bits(const downhill::Monitors& a, const downhill::Monitors& b) {
-  if (a.size() != b.size()) return false;
-  auto x = a.begin();
-  for (const auto& [name, value] : b) {
-    if (x->first != name || !same_bits(x->second, value)) return false;
-    ++x;
-  }
-  return true;
-}
-
-bool same_tensors(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!torch::equal(a[i], b[i])) return false;
-  }
-  return true;
-}
+using downhill::testing::same_bits;
+using downhill::testing::same_tensors;
 
 std::vector<torch::Tensor> state_of(downhill::Optimizer& opt) {
   std::vector<torch::Tensor> out;
@@ -798,7 +764,7 @@ class Resume : public Quiet {
   }
 
   const ResumeData data;
-  TemporaryFolder folder{"resume"};
+  TemporaryFolder folder{"update_loop_resume"};
 };
 
 downhill::Options resume_options() {
@@ -894,7 +860,7 @@ TEST_F(Resume, ALearningRateChangedLiveBeforeTheCheckpointIsRestored) {
 // ============ 4. A mid-window checkpoint and another accumulate ============
 
 TEST_F(Quiet, AMidWindowCheckpointIsRefusedByAnOptimizerWithAnotherAccumulate) {
-  TemporaryFolder folder("window");
+  TemporaryFolder folder("update_loop_window");
   const auto mid_window = folder.file("mid_window.ckpt");
   const auto between = folder.file("between_windows.ckpt");
   const Regression data(12 * kRows, 15);
