@@ -361,8 +361,8 @@ bool UpdateEngine::apply(const std::vector<at::Tensor>& grads, const std::vector
   at::NoGradGuard no_grad;
   ensure_state();
   // Every check that can throw comes before the first parameter changes.
-  std::vector<double> factors(group_options_.size());
-  for (size_t g = 0; g < factors.size(); ++g) factors[g] = schedule_factor(g);
+  schedule_factors_.resize(group_options_.size());
+  for (size_t g = 0; g < schedule_factors_.size(); ++g) schedule_factors_[g] = schedule_factor(g);
   compute_clip_scales(grads, already_clipped);
   size_t group = params_.group_count();  // none yet
   ChainSettings chain;
@@ -375,9 +375,9 @@ bool UpdateEngine::apply(const std::vector<at::Tensor>& grads, const std::vector
       chain.clip_elem = already_clipped ? 0.0 : options.max_gradient_elem();
       chain.momentum = options.momentum();
       chain.nesterov = nesterov || options.nesterov();
-      chain.update_scale = factors[group];
+      chain.update_scale = schedule_factors_[group];
       const double rate = rule_->uses_learning_rate() ? options.learning_rate() : 1.0;
-      chain.decay = rate * factors[group] * options.weight_decay();
+      chain.decay = rate * schedule_factors_[group] * options.weight_decay();
     }
     ParamTensors target;
     target.index = i;

@@ -111,6 +111,7 @@ class UpdateEngine {
   std::vector<at::Tensor> velocity_;
   std::vector<double> grad_norms_;  // members, so that an update allocates nothing
   std::vector<double> clip_scales_;
+  std::vector<double> schedule_factors_;  // per group, for the update in progress
   std::vector<at::Tensor> window_;
   int64_t window_count_ = 0;
   GroupSettings run_settings_;  // for the next run; empty when none
