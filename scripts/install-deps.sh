@@ -16,6 +16,7 @@ packages=(
   python3-sklearn         # ships the digits data set used by an example
   zlib1g-dev              # reads that gzip-compressed data set
   python3-matplotlib      # the plot scripts (scripts/plot_history.py, plot_rosenbrock.py)
+  libgloo-dev             # c10d's Gloo backend headers, for data-parallel training
 )
 
 missing=()

@@ -323,10 +323,10 @@ const Batch& Dataset::peek() {
       Batch batch = generator_();
       check_generated(batch);
       peeked_ = std::move(batch);
-    } else if (gathers()) {
-      peeked_ = gather(position_);
     } else {
-      return slices_[order_[position_]];
+      const int64_t place = (position_ + shard_rank_) % std::max<int64_t>(1, slice_count());
+      if (!gathers()) return slices_[order_[place]];
+      peeked_ = gather(place);
     }
   }
   return *peeked_;
@@ -343,18 +343,40 @@ Batch Dataset::next() {
     check_generated(batch);
     return batch;
   }
+  // Sharded, every rank walks the whole order alike and keeps its own place in each
+  // stride of shard_count_ batches.
   Batch batch;
-  if (peeked_) {
-    batch = std::move(*peeked_);
-    peeked_.reset();
-  } else {
-    batch = gathers() ? gather(position_) : slices_[order_[position_]];
-  }
-  if (++position_ == slice_count()) {
-    position_ = 0;
-    reshuffle();
+  for (int64_t place = 0; place < shard_count_; ++place) {
+    if (place == shard_rank_) {
+      if (peeked_) {
+        batch = std::move(*peeked_);
+        peeked_.reset();
+      } else {
+        batch = gathers() ? gather(position_) : slices_[order_[position_]];
+      }
+    }
+    if (++position_ == slice_count()) {
+      position_ = 0;
+      reshuffle();
+    }
   }
   return batch;
+}
+
+void Dataset::shard(int64_t rank, int64_t world_size) {
+  if (world_size < 1 || rank < 0 || rank >= world_size) {
+    throw std::invalid_argument(
+        "downhill: dataset '" + name() + "': shard(" + std::to_string(rank) + ", " +
+        std::to_string(world_size) +
+        ") is invalid; allowed: world_size >= 1 and 0 <= rank < world_size");
+  }
+  if (generator_) return;
+  shard_rank_ = rank;
+  shard_count_ = world_size;
+  peeked_.reset();
+  if (!options_.iteration_size()) {
+    iteration_size_ = (slice_count() + world_size - 1) / world_size;
+  }
 }
 
 int64_t Dataset::samples(const Batch& batch) const {

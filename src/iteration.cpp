@@ -15,6 +15,7 @@
 #include <stdexcept>
 
 #include "checkpoint.h"
+#include "data_parallel.h"
 #include "history.h"
 #include "interrupt.h"
 #include "loop_state.h"
@@ -110,6 +111,7 @@ struct Iteration::Impl {
       : optimizer(parts.optimizer),
         engine(parts.engine),
         loop(parts.loop),
+        parallel(parts.parallel),
         train(train),
         valid(valid) {}
 
@@ -119,7 +121,7 @@ struct Iteration::Impl {
   // better than losing the training and the best parameters with it.
   void checkpoint() {
     const auto& path = optimizer.options().checkpoint();
-    if (path.empty()) return;
+    if (path.empty() || !writes_files()) return;  // data-parallel: rank 0 writes
     try {
       optimizer.save_checkpoint(path, &train, valid);
     } catch (const std::exception& e) {
@@ -179,10 +181,15 @@ struct Iteration::Impl {
     // The settings given for this run decide whether and from where it resumes; they are
     // applied after the load, so that they change the checkpoint's settings.
     const Options planned = engine.planned_options();
-    check_checkpoint_path(planned.checkpoint());
+    if (writes_files()) check_checkpoint_path(planned.checkpoint());
     bool resumed = loop.resume_pending();
+    if (parallel) resumed = parallel->any(resumed, "a checkpoint loaded by hand");
     if (!resumed) {
-      if (planned.resume() && std::filesystem::exists(planned.checkpoint())) {
+      bool found = planned.resume() && std::filesystem::exists(planned.checkpoint());
+      if (parallel && planned.resume()) {
+        found = parallel->any(found, "the checkpoint '" + planned.checkpoint() + "' exists");
+      }
+      if (found) {
         detail::load_checkpoint(planned.checkpoint(), engine, loop, &train, valid);
         resumed = true;
       } else {
@@ -190,11 +197,17 @@ struct Iteration::Impl {
       }
     }
     loop.resume_datasets(train, valid);
+    if (parallel) {
+      log->info("data-parallel over {}: each rank takes 1 batch in {}", parallel->describe(),
+                parallel->place().world_size);
+      parallel->start_run(train, valid);
+    }
     engine.apply_run_settings();
     const auto& options = optimizer.options();
     auto& counters = loop.counters;
     counters.stop = StopReason::kNotStopped;
-    history.start(options.history(), resumed, counters.passes);
+    loop.interrupt_requested = false;
+    if (writes_files()) history.start(options.history(), resumed, counters.passes);
     run_start = std::chrono::steady_clock::now() -
                 std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                     std::chrono::duration<double>(counters.seconds));
@@ -205,7 +218,7 @@ struct Iteration::Impl {
   // Appends the history record of the pass just trained (`train`), or the closing one.
   void record(const Monitors* training) {
     const auto& options = optimizer.options();
-    if (options.history().empty()) return;
+    if (options.history().empty() || !writes_files()) return;
     const auto& counters = loop.counters;
     detail::HistoryRecord record;
     record.pass = counters.passes;
@@ -233,6 +246,8 @@ struct Iteration::Impl {
   // Reduce on plateau, after a validation that `improved` or not.
   void reduce_on_plateau(bool improved);
   Monitors train_pass();
+  // Data-parallel, rank 0 alone writes checkpoints and the history.
+  bool writes_files() const { return !parallel || parallel->writes_files(); }
 
   detail::HistoryFile history;
   std::chrono::steady_clock::time_point run_start;
@@ -240,6 +255,7 @@ struct Iteration::Impl {
   Optimizer& optimizer;
   detail::UpdateEngine& engine;
   detail::LoopState& loop;
+  detail::DataParallel* parallel;
   Dataset& train;
   Dataset* valid;
   std::optional<detail::InterruptGuard> interrupt;
@@ -286,12 +302,20 @@ Monitors Iteration::Impl::train_pass() {
         throw DivergenceError(message, counters.consecutive_skipped);
       }
     }
-    if (detail::InterruptGuard::requested()) {
+    if (loop.interrupt_requested) {
       interrupted = true;
       break;
     }
   }
-  Monitors out = detail::weighted_mean(pass);
+  Monitors out;
+  if (parallel) {
+    // Each rank's pass so far stays its own (a resumed pass goes on adding to it).
+    detail::PassProgress group = pass;
+    parallel->agree(group);
+    out = detail::weighted_mean(group);
+  } else {
+    out = detail::weighted_mean(pass);
+  }
   if (pass.skipped > 0) out.set("skipped", static_cast<double>(pass.skipped));
   if (!interrupted) pass = {};
   return out;

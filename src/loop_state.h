@@ -71,6 +71,9 @@ struct LoopSnapshot {
 class LoopState {
  public:
   LoopCounters counters;
+  /// Whether Ctrl-C was seen at the latest step: on any rank, when data-parallel (the ranks
+  /// agree at each step, so that they stop at the same one). Not saved.
+  bool interrupt_requested = false;
 
   /// A run that does not continue a checkpoint starts its counters afresh.
   void start_afresh() { counters = LoopCounters(); }

@@ -11,7 +11,9 @@
 #include <stdexcept>
 
 #include "checkpoint.h"
+#include "data_parallel.h"
 #include "hessian_step.h"
+#include "interrupt.h"
 #include "loop_state.h"
 #include "text.h"
 #include "update_engine.h"
@@ -104,6 +106,7 @@ Optimizer::Optimizer(std::string name, Loss loss, Params params, Options options
           std::move(name), std::move(params), std::move(options), std::make_unique<HookRule>(*this),
           static_cast<bool>(loss))),
       loop_(std::make_unique<detail::LoopState>()),
+      parallel_(detail::DataParallel::join(*engine_)),
       loss_(std::move(loss)) {}
 
 Optimizer::Optimizer(Loss loss, Params params, Options options,
@@ -112,6 +115,7 @@ Optimizer::Optimizer(Loss loss, Params params, Options options,
                                                      std::move(options), std::move(rule),
                                                      static_cast<bool>(loss))),
       loop_(std::make_unique<detail::LoopState>()),
+      parallel_(detail::DataParallel::join(*engine_)),
       loss_(std::move(loss)) {}
 
 Optimizer::~Optimizer() = default;
@@ -133,6 +137,12 @@ int64_t Optimizer::update_count() const noexcept { return engine_->update_count(
 NamedTensors Optimizer::state() { return engine_->state(); }
 std::vector<torch::Tensor>& Optimizer::slots(size_t index) { return engine_->slots(index); }
 torch::Tensor& Optimizer::velocity(size_t index) { return engine_->velocity(index); }
+
+Place Optimizer::place() const noexcept { return parallel_ ? parallel_->place() : Place{}; }
+
+detail::DataParallel* Optimizer::parallel() const noexcept {
+  return parallel_ && parallel_->active() ? parallel_.get() : nullptr;
+}
 
 bool Optimizer::needs_hessian_vector_products() const {
   return engine_->rule().needs_hessian_vector_products();
@@ -184,18 +194,24 @@ bool Optimizer::apply(const std::vector<torch::Tensor>& grads) {
         "downhill: " + name() +
         " needs Hessian-vector products: call apply(grads, hessian_vector_products), or step()");
   }
-  engine_->check_tensors(grads, "gradient");
-  return engine_->apply(grads, {}, false, forced_nesterov());
+  return apply(grads, {});
 }
 
 bool Optimizer::apply(const std::vector<torch::Tensor>& grads,
                       const std::vector<torch::Tensor>& hessian_vector_products) {
   engine_->check_tensors(grads, "gradient");
-  if (!needs_hessian_vector_products()) {
-    return engine_->apply(grads, {}, false, forced_nesterov());
+  std::vector<torch::Tensor> hvs;
+  if (needs_hessian_vector_products()) {
+    engine_->check_tensors(hessian_vector_products, "Hessian-vector product");
+    hvs = hessian_vector_products;
   }
-  engine_->check_tensors(hessian_vector_products, "Hessian-vector product");
-  return engine_->apply(grads, hessian_vector_products, false, forced_nesterov());
+  if (auto* parallel = this->parallel()) {
+    auto averaged = grads;
+    detail::StepFlags flags;
+    parallel->average(*engine_, averaged, hvs, flags);
+    return engine_->apply(averaged, hvs, false, forced_nesterov());
+  }
+  return engine_->apply(grads, hvs, false, forced_nesterov());
 }
 
 void Optimizer::require_loss(const char* call) const {
@@ -274,17 +290,52 @@ Monitors Optimizer::step(const Batch& batch) {
     }
     if (options().max_gradient_global_norm() > 0) monitors.set("grad_norm", std::sqrt(global_sum));
   }
-  if (!std::isfinite(monitors.at("loss"))) {
-    engine_->skip("non-finite loss (" + std::to_string(monitors.at("loss")) + ")");
-    return monitors;
+  std::vector<torch::Tensor> hvs;
+  // A non-finite loss skips the update; a data-parallel rank still takes part in it.
+  if (needs_hv && (std::isfinite(monitors.at("loss")) || parallel())) {
+    auto clipped = detail::clipped_gradients_and_products(grads, tensors(), options());
+    grads = std::move(clipped.grads);
+    hvs = std::move(clipped.hvs);
   }
-  if (!needs_hv) {
-    if (engine_->add_to_window(grads)) engine_->apply(grads, {}, false, forced_nesterov());
-    return monitors;
-  }
-  const auto clipped = detail::clipped_gradients_and_products(grads, tensors(), options());
-  engine_->apply(clipped.grads, clipped.hvs, /*already_clipped=*/true, forced_nesterov());
+  update_from(monitors, grads, hvs);
   return monitors;
+}
+
+void Optimizer::update_from(const Monitors& monitors, std::vector<torch::Tensor>& grads,
+                            std::vector<torch::Tensor>& hvs) {
+  const double loss = monitors.at("loss");
+  const bool clipped = !hvs.empty();  // ESGD's were clipped in the graph
+  auto* parallel = this->parallel();
+  if (!parallel) {
+    loop_->interrupt_requested = detail::InterruptGuard::requested();
+    if (!std::isfinite(loss)) {
+      engine_->skip("non-finite loss (" + std::to_string(loss) + ")");
+    } else if (engine_->add_to_window(grads)) {
+      engine_->apply(grads, hvs, clipped, forced_nesterov());
+    }
+    return;
+  }
+  // Every rank takes part in the same collectives, whatever its own loss: the flags say
+  // whether any rank's loss was not finite (then every rank skips) or saw Ctrl-C.
+  detail::StepFlags flags{std::isfinite(loss) ? 0.0 : 1.0,
+                          detail::InterruptGuard::requested() ? 1.0 : 0.0};
+  const bool updates = engine_->window_count() + 1 >= options().accumulate();
+  if (updates) {
+    engine_->add_to_window(grads);
+    parallel->average(*engine_, grads, hvs, flags);
+  } else {
+    parallel->agree(flags);
+  }
+  loop_->interrupt_requested = flags.interrupts > 0;
+  if (flags.nonfinite_losses > 0) {
+    engine_->skip("non-finite loss on " + detail::format_number(flags.nonfinite_losses) + " of " +
+                  std::to_string(place().world_size) + " ranks" +
+                  (std::isfinite(loss) ? "" : " (here " + std::to_string(loss) + ")"));
+  } else if (!updates) {
+    engine_->add_to_window(grads);
+  } else {
+    engine_->apply(grads, hvs, clipped, forced_nesterov());
+  }
 }
 
 Monitors Optimizer::evaluate(Dataset& data) {
@@ -297,6 +348,7 @@ Monitors Optimizer::evaluate(Dataset& data) {
     const Monitors monitors = evaluate_batch(batch).second;
     detail::add_weighted(totals, monitors, static_cast<double>(data.samples(batch)));
   }
+  if (auto* parallel = this->parallel()) parallel->agree(totals);
   return detail::weighted_mean(totals);
 }
 
@@ -334,7 +386,7 @@ void Optimizer::load_checkpoint(const std::string& path) {
 Iteration Optimizer::iterate(Dataset& train, Dataset* valid) {
   require_loss("iterate()");
   engine_->set_run_settings(nullptr);  // none left from an Iteration that was never walked
-  return Iteration(detail::RunParts{*this, *engine_, *loop_}, train, valid);
+  return Iteration(detail::RunParts{*this, *engine_, *loop_, parallel()}, train, valid);
 }
 
 Iteration Optimizer::iterate(Dataset& train, Dataset* valid, const GroupSettings& settings) {

@@ -105,6 +105,7 @@ void Options::validate() const {
   }
   if (max_nonfinite_ < 1) refuse("max_nonfinite", max_nonfinite_, "an integer >= 1");
   if (checkpoint_every_ < 1) refuse("checkpoint_every", checkpoint_every_, "an integer >= 1");
+  require_positive("distributed_timeout", distributed_timeout_);
   if (resume_ && checkpoint_.empty()) {
     refuse("resume", "true", "resume(true) needs checkpoint(path) set");
   }
@@ -157,6 +158,9 @@ std::vector<std::pair<std::string, std::string>> Options::settings() const {
   add("checkpoint_every", checkpoint_every_);
   add("resume", resume_ ? "true" : "false");
   add("history", history_.empty() ? std::string("none") : history_);
+  add("distributed", distributed_ ? "true" : "false");
+  add("distributed_timeout", distributed_timeout_);
+  add("process_group", process_group_ ? "given" : "none");
   return out;
 }
 

@@ -119,9 +119,22 @@ class Dataset {
   /// nothing; returns normally when they fit.
   void check_position(const std::vector<int64_t>& order, int64_t position) const;
 
+  /// Data-parallel sharding (docs/guide.md, "Scaling out"): of `world_size` ranks, this
+  /// one's k-th next() of a tensor dataset takes batch k·world_size + rank of the order (all
+  /// ranks keep the same order and advance it alike), and iteration_size, when not set,
+  /// becomes ⌈slice_count() / world_size⌉. A generator dataset is not sharded: each rank's
+  /// generator draws its own batches. A data-parallel loop calls it when each run starts;
+  /// shard(0, 1) undoes it. Throws std::invalid_argument unless 0 <= rank < world_size.
+  void shard(int64_t rank, int64_t world_size);
+  /// This rank and the number of ranks set by shard() (0 and 1 by default).
+  int64_t shard_rank() const noexcept { return shard_rank_; }
+  int64_t shard_count() const noexcept { return shard_count_; }
+
   /// The next batch, wrapping around (and reshuffling) at the end.
   Batch next();
-  /// The batch next() would return, without consuming it.
+  /// The batch next() would return, without consuming it. (Sharded, when this rank's batch
+  /// lies past the end of the order, the one at that place of the current order: the next
+  /// order is drawn only when next() gets there.)
   const Batch& peek();
   /// The weight of a batch when averaging monitors: its length along the axis
   /// (1 for an empty batch).
@@ -150,6 +163,8 @@ class Dataset {
   std::vector<int64_t> order_;
   int64_t position_ = 0;
   int64_t iteration_size_ = 0;
+  int64_t shard_rank_ = 0;
+  int64_t shard_count_ = 1;
 };
 
 }  // namespace downhill

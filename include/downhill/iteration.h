@@ -17,11 +17,13 @@ class Optimizer;
 namespace detail {
 class UpdateEngine;
 class LoopState;
+class DataParallel;
 /// The parts of an optimizer that a run drives; Optimizer::iterate() hands them over.
 struct RunParts {
   Optimizer& optimizer;
   UpdateEngine& engine;
   LoopState& loop;
+  DataParallel* parallel;  // null unless data-parallel with more than one rank
 };
 }  // namespace detail
 

@@ -2,6 +2,7 @@
 // The optimizer users hold: a facade over the update engine, the loop and checkpoints.
 
 #include <downhill/batch.h>
+#include <downhill/distributed.h>
 #include <downhill/monitors.h>
 #include <downhill/options.h>
 #include <downhill/params.h>
@@ -23,6 +24,7 @@ namespace detail {
 class UpdateRule;
 class UpdateEngine;
 class LoopState;
+class DataParallel;
 }  // namespace detail
 
 /// Named state tensors of an optimizer, e.g. {"u.G", tensor}.
@@ -60,12 +62,17 @@ class Optimizer {
   void change_options(const GroupSettings& change);
   /// As change_options(change), for the update settings of group `group` only.
   void change_options(size_t group, const GroupSettings& change);
+  /// This process's rank and the group's size (docs/guide.md, "Scaling out"): rank 0 of 1
+  /// unless the optimizer was built data-parallel.
+  Place place() const noexcept;
+
   /// Whether apply() needs Hessian-vector products (ESGD).
   virtual bool needs_hessian_vector_products() const;
 
   /// Applies one update from gradients you computed (one per parameter, in the
   /// order of params(); a frozen group's may be undefined): clipping, the algorithm,
-  /// weight decay, the schedule and momentum. Throws
+  /// weight decay, the schedule and momentum. Data-parallel, every rank must call it: the
+  /// gradients are averaged across ranks first. Throws
   /// std::invalid_argument, updating nothing, if any gradient does not match its
   /// parameter (count, shape, dtype, device). Returns false, updating nothing
   /// (parameters and state stay exactly as they were), if any gradient holds a
@@ -178,6 +185,11 @@ class Optimizer {
   void require_loss(const char* call) const;
   // The loss of one batch and its monitors ("loss" first), checked.
   std::pair<torch::Tensor, Monitors> evaluate_batch(const Batch& batch) const;
+  // The data-parallel side when there is more than one rank; null otherwise.
+  detail::DataParallel* parallel() const noexcept;
+  // step()'s update once the gradients (and ESGD's products) are computed.
+  void update_from(const Monitors& monitors, std::vector<torch::Tensor>& grads,
+                   std::vector<torch::Tensor>& hvs);
   // d loss / d params (zeros for a parameter the loss does not reach).
   std::vector<torch::Tensor> gradients(const torch::Tensor& loss, bool create_graph);
 
@@ -185,6 +197,7 @@ class Optimizer {
   // counters) and the loop's state between passes and runs (counters, best parameters).
   std::unique_ptr<detail::UpdateEngine> engine_;
   std::unique_ptr<detail::LoopState> loop_;
+  std::unique_ptr<detail::DataParallel> parallel_;  // null unless built data-parallel
   Loss loss_;
   bool warned_unused_ = false;
 };

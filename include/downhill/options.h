@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -10,6 +11,8 @@
 #include <vector>
 
 namespace downhill {
+
+class ProcessGroup;  // downhill/distributed.h
 
 /// How ESGD computes Hessian-vector products (docs/guide.md's mathematics).
 enum class HvMethod {
@@ -147,7 +150,22 @@ class Options {
   /// resumed run appends with no duplicate and no gap (docs/guide.md, "History and plots").
   DOWNHILL_SETTING(std::string, history, "");
 
+  // --- Data parallel (docs/guide.md, "Scaling out") ---
+  /// Data-parallel training in a process started by torchrun: build() joins its group (the
+  /// RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT variables; c10d's TCPStore and Gloo) and
+  /// gives every rank rank 0's parameters; the loop shards tensor datasets and averages
+  /// gradients across ranks before each update. World size 1 is a plain run.
+  DOWNHILL_SETTING(bool, distributed, false);
+  /// Seconds a rank waits for the others — to join, or in a collective — before it fails
+  /// with std::runtime_error (a rank that died or hangs); > 0.
+  DOWNHILL_SETTING(double, distributed_timeout, 60.0);
+  /// A c10d process group of your own (downhill/distributed.h) instead of torchrun's; set,
+  /// it implies distributed(true). Empty (the default): torchrun's.
+  DOWNHILL_SETTING(std::shared_ptr<const ProcessGroup>, process_group, nullptr);
+
  public:
+  /// Whether the optimizer trains data-parallel: distributed(true) or a process_group.
+  bool data_parallel() const noexcept { return distributed_ || process_group_ != nullptr; }
   /// Parses "rop", "lop" or "grad" (any case); throws std::invalid_argument otherwise.
   Options& hv_method(std::string_view name);
 

@@ -1,0 +1,355 @@
+#include "communicator.h"
+
+#include <downhill/distributed.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <mutex>
+#include <stdexcept>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include "text.h"
+
+namespace downhill {
+
+struct ProcessGroup::Impl {
+  c10::intrusive_ptr<c10d::ProcessGroup> group;
+};
+
+ProcessGroup::ProcessGroup(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+std::shared_ptr<const ProcessGroup> ProcessGroup::of(c10::intrusive_ptr<c10d::ProcessGroup> group) {
+  if (!group) throw std::invalid_argument("downhill: ProcessGroup::of: the process group is null");
+  auto impl = std::make_shared<Impl>();
+  impl->group = std::move(group);
+  return std::shared_ptr<const ProcessGroup>(new ProcessGroup(std::move(impl)));
+}
+
+c10::intrusive_ptr<c10d::ProcessGroup> ProcessGroup::group() const { return impl_->group; }
+
+namespace {
+
+// The value of environment variable `name`, or empty.
+std::string environment(const char* name) {
+  const char* value = std::getenv(name);
+  return value ? value : "";
+}
+
+// `text` as an integer in [low, high]; std::runtime_error naming the variable otherwise.
+int64_t parse_variable(const char* name, const std::string& text, int64_t low, int64_t high) {
+  size_t used = 0;
+  int64_t value = 0;
+  try {
+    value = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || text.empty() || value < low || value > high) {
+    throw std::runtime_error("downhill: distributed: environment variable " + std::string(name) +
+                             " = '" + text + "' is not an integer in [" + std::to_string(low) +
+                             ", " + std::to_string(high) + "]");
+  }
+  return value;
+}
+
+}  // namespace
+
+Place torchrun_place() {
+  const std::string rank = environment("RANK"), size = environment("WORLD_SIZE");
+  if (rank.empty() || size.empty()) return {};
+  Place place;
+  place.world_size = parse_variable("WORLD_SIZE", size, 1, 1 << 20);
+  place.rank = parse_variable("RANK", rank, 0, place.world_size - 1);
+  return place;
+}
+
+namespace detail {
+
+namespace {
+
+using Milliseconds = std::chrono::milliseconds;
+
+Milliseconds milliseconds_of(double seconds) {
+  return Milliseconds(static_cast<int64_t>(std::min(seconds, 1e9) * 1000.0));
+}
+
+// Gradients travel in buckets of about this size, as DistributedDataParallel's
+// bucket_cap_mb: a few collectives per step, each large enough to run at full speed.
+constexpr int64_t kBucketBytes = 25 << 20;
+
+class GroupCommunicator final : public Communicator {
+ public:
+  GroupCommunicator(c10::intrusive_ptr<c10d::ProcessGroup> group, double timeout_seconds,
+                    c10::intrusive_ptr<c10d::Store> store = {})
+      : group_(std::move(group)), store_(std::move(store)), timeout_seconds_(timeout_seconds) {}
+
+  int64_t rank() const noexcept override { return group_->getRank(); }
+  int64_t size() const noexcept override { return group_->getSize(); }
+  std::string backend() const override { return group_->getBackendName(); }
+
+  std::vector<at::Tensor> average(const std::vector<at::Tensor>& tensors,
+                                  std::vector<double>& flags) override {
+    at::NoGradGuard no_grad;
+    plan_buckets(tensors, flags.size());
+    std::vector<c10::intrusive_ptr<c10d::Work>> works;
+    works.reserve(buckets_.size());
+    // Each bucket is sent while the next is packed.
+    for (size_t b = 0; b < buckets_.size(); ++b) {
+      auto& bucket = buckets_[b];
+      for (const auto& entry : bucket.entries) {
+        bucket.buffer.narrow(0, entry.offset, entry.numel)
+            .view(tensors[entry.index].sizes())
+            .copy_(tensors[entry.index]);
+      }
+      if (b == 0 && !flags.empty()) {
+        bucket.buffer.narrow(0, bucket.numel, static_cast<int64_t>(flags.size()))
+            .copy_(at::tensor(flags, at::kDouble));
+      }
+      std::vector<at::Tensor> one{bucket.buffer};
+      works.push_back(run("averaging gradients", [&] { return group_->allreduce(one); }));
+    }
+    std::vector<at::Tensor> out(tensors.size());
+    for (size_t b = 0; b < buckets_.size(); ++b) {
+      wait(works[b], "averaging gradients");
+      auto& bucket = buckets_[b];
+      if (b == 0 && !flags.empty()) {
+        const auto summed =
+            bucket.buffer.narrow(0, bucket.numel, static_cast<int64_t>(flags.size()))
+                .to(at::kDouble);
+        for (size_t f = 0; f < flags.size(); ++f) {
+          flags[f] = summed[static_cast<int64_t>(f)].item<double>();
+        }
+      }
+      bucket.buffer.narrow(0, 0, bucket.numel).div_(static_cast<double>(size()));
+      for (const auto& entry : bucket.entries) {
+        out[entry.index] =
+            bucket.buffer.narrow(0, entry.offset, entry.numel).view(tensors[entry.index].sizes());
+      }
+    }
+    return out;
+  }
+
+  void sum(std::vector<double>& values) override {
+    if (values.empty()) return;
+    std::vector<at::Tensor> one{at::tensor(values, at::kDouble)};
+    wait(run("summing", [&] { return group_->allreduce(one); }), "summing");
+    const double* data = one[0].data_ptr<double>();
+    std::copy(data, data + values.size(), values.begin());
+  }
+
+  void broadcast(std::vector<at::Tensor>& tensors) override {
+    at::NoGradGuard no_grad;
+    for (auto& tensor : tensors) {
+      std::vector<at::Tensor> one{tensor.is_contiguous() ? tensor : tensor.contiguous()};
+      c10d::BroadcastOptions options;
+      options.rootRank = 0;
+      wait(run("broadcasting from rank 0", [&] { return group_->broadcast(one, options); }),
+           "broadcasting from rank 0");
+      if (!one[0].is_same(tensor)) tensor.copy_(one[0]);
+    }
+  }
+
+  void check_same(const std::vector<std::string>& lines, const std::string& what) override {
+    std::string text;
+    for (const auto& line : lines) text += line + '\n';
+    // Each rank writes its text into its own row of a zero table; the sum is every row.
+    std::vector<double> lengths(static_cast<size_t>(size()), 0.0);
+    lengths[static_cast<size_t>(rank())] = static_cast<double>(text.size());
+    sum(lengths);
+    const auto longest = static_cast<int64_t>(*std::max_element(lengths.begin(), lengths.end()));
+    std::vector<at::Tensor> table{at::zeros({size(), std::max<int64_t>(longest, 1)}, at::kInt)};
+    auto* row = table[0].data_ptr<int32_t>() + rank() * table[0].size(1);
+    for (size_t c = 0; c < text.size(); ++c) row[c] = static_cast<unsigned char>(text[c]);
+    wait(run("comparing " + what, [&] { return group_->allreduce(table); }), "comparing " + what);
+    auto lines_of = [&](int64_t r) {
+      const auto* cells = table[0].data_ptr<int32_t>() + r * table[0].size(1);
+      std::vector<std::string> out(1);
+      for (int64_t c = 0; c < static_cast<int64_t>(lengths[static_cast<size_t>(r)]); ++c) {
+        if (cells[c] == '\n') {
+          out.emplace_back();
+        } else {
+          out.back() += static_cast<char>(cells[c]);
+        }
+      }
+      out.pop_back();  // after the last newline
+      return out;
+    };
+    const auto first = lines_of(0);
+    for (int64_t r = 1; r < size(); ++r) {
+      const auto other = lines_of(r);
+      if (other == first) continue;
+      size_t line = 0;
+      while (line < first.size() && line < other.size() && first[line] == other[line]) ++line;
+      auto shown = [&](const std::vector<std::string>& of) {
+        return line < of.size() ? "'" + of[line] + "'" : std::string("nothing more");
+      };
+      throw std::invalid_argument("downhill: distributed: the ranks' " + what +
+                                  " differ: rank 0 has " + shown(first) + ", rank " +
+                                  std::to_string(r) + " has " + shown(other) +
+                                  "; every rank must build the same optimizer");
+    }
+  }
+
+  void barrier() override {
+    wait(run("waiting for every rank", [&] { return group_->barrier(); }),
+         "waiting for every rank");
+  }
+
+ private:
+  struct Entry {
+    size_t index;
+    int64_t offset;
+    int64_t numel;
+  };
+  struct Bucket {
+    at::Tensor buffer;
+    int64_t numel = 0;  // of the tensors, before the flags
+    std::vector<Entry> entries;
+  };
+
+  // Buckets of consecutive tensors of one dtype, made again only when the tensors change.
+  void plan_buckets(const std::vector<at::Tensor>& tensors, size_t flag_count) {
+    std::vector<int64_t> key{static_cast<int64_t>(flag_count)};
+    for (const auto& t : tensors) {
+      key.push_back(t.defined() ? t.numel() : -1);
+      key.push_back(t.defined() ? static_cast<int64_t>(t.scalar_type()) : -1);
+    }
+    if (key == plan_key_) return;
+    plan_key_ = key;
+    buckets_.clear();
+    std::vector<at::ScalarType> dtypes;
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const auto& t = tensors[i];
+      if (!t.defined()) continue;
+      const auto dtype = t.scalar_type();
+      if (buckets_.empty() || dtypes.back() != dtype ||
+          buckets_.back().numel * static_cast<int64_t>(t.element_size()) >= kBucketBytes) {
+        buckets_.emplace_back();
+        dtypes.push_back(dtype);
+      }
+      auto& bucket = buckets_.back();
+      bucket.entries.push_back({i, bucket.numel, t.numel()});
+      bucket.numel += t.numel();
+    }
+    if (buckets_.empty()) {  // nothing but the flags
+      buckets_.emplace_back();
+      dtypes.push_back(at::kDouble);
+    }
+    for (size_t b = 0; b < buckets_.size(); ++b) {
+      const int64_t extra = b == 0 ? static_cast<int64_t>(flag_count) : 0;
+      buckets_[b].buffer = at::empty({buckets_[b].numel + extra}, at::TensorOptions(dtypes[b]));
+    }
+  }
+
+  template <typename Start>
+  c10::intrusive_ptr<c10d::Work> run(const std::string& what, Start start) {
+    try {
+      return start();
+    } catch (const std::exception& e) {
+      fail(what, e);
+    }
+  }
+
+  void wait(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what) {
+    try {
+      work->wait();
+    } catch (const std::exception& e) {
+      fail(what, e);
+    }
+  }
+
+  [[noreturn]] void fail(const std::string& what, const std::exception& e) const {
+    const auto* error = dynamic_cast<const c10::Error*>(&e);
+    throw std::runtime_error("downhill: distributed: rank " + std::to_string(rank()) + " of " +
+                             std::to_string(size()) + ": " + what +
+                             " failed — a rank died, left the loop, or took longer than " +
+                             "distributed_timeout = " + format_number(timeout_seconds_) +
+                             " s: " + (error ? error->what_without_backtrace() : e.what()));
+  }
+
+  c10::intrusive_ptr<c10d::ProcessGroup> group_;
+  c10::intrusive_ptr<c10d::Store> store_;  // kept alive with the group it serves
+  double timeout_seconds_;
+  std::vector<int64_t> plan_key_;
+  std::vector<Bucket> buckets_;
+};
+
+// torchrun's group: TCPStore at MASTER_ADDR:MASTER_PORT (served by rank 0, or by torchrun's
+// agent when it says so), then Gloo over it.
+std::shared_ptr<Communicator> join_torchrun(const Options& options) {
+  std::vector<std::string> missing;
+  for (const char* name : {"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}) {
+    if (environment(name).empty()) missing.push_back(name);
+  }
+  if (!missing.empty()) {
+    std::string names;
+    for (const auto& name : missing) names += (names.empty() ? "" : ", ") + name;
+    throw std::runtime_error(
+        "downhill: distributed(true) needs the environment torchrun gives each process; " + names +
+        (missing.size() == 1 ? " is" : " are") +
+        " not set. Start the program with `torchrun --standalone --nproc_per_node=N "
+        "--no_python PROGRAM` (docs/guide.md, \"Scaling out\"), or hand in a group with "
+        "Options::process_group");
+  }
+  const Place place = torchrun_place();
+  const std::string address = environment("MASTER_ADDR");
+  const auto port =
+      static_cast<uint16_t>(parse_variable("MASTER_PORT", environment("MASTER_PORT"), 1, 65535));
+  const auto timeout = milliseconds_of(options.distributed_timeout());
+  const std::string where = address + ":" + std::to_string(port);
+  try {
+    c10d::TCPStoreOptions store_options;
+    store_options.port = port;
+    store_options.isServer =
+        place.rank == 0 && environment("TORCHELASTIC_USE_AGENT_STORE") != "True";
+    store_options.numWorkers = static_cast<size_t>(place.world_size);
+    store_options.timeout = timeout;
+    auto store = c10::make_intrusive<c10d::TCPStore>(address, store_options);
+    auto prefixed = c10::make_intrusive<c10d::PrefixStore>("downhill", store);
+    auto gloo_options = c10d::ProcessGroupGloo::Options::create(timeout);
+    const std::string interface = environment("GLOO_SOCKET_IFNAME");
+    if (!interface.empty()) {
+      gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(interface));
+    } else if (address == "localhost" || address.rfind("127.", 0) == 0) {
+      gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+    } else {
+      gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    }
+    gloo_options->threads = 2;
+    auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(
+        prefixed, static_cast<int>(place.rank), static_cast<int>(place.world_size), gloo_options);
+    return std::make_shared<GroupCommunicator>(std::move(group), options.distributed_timeout(),
+                                               std::move(store));
+  } catch (const std::exception& e) {
+    const auto* error = dynamic_cast<const c10::Error*>(&e);
+    throw std::runtime_error(
+        "downhill: distributed: rank " + std::to_string(place.rank) + " of " +
+        std::to_string(place.world_size) + " could not join the group at " + where +
+        " within distributed_timeout = " + format_number(options.distributed_timeout()) +
+        " s: " + (error ? error->what_without_backtrace() : e.what()));
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<Communicator> Communicator::join(const Options& options) {
+  if (options.process_group()) {
+    return std::make_shared<GroupCommunicator>(options.process_group()->group(),
+                                               options.distributed_timeout());
+  }
+  // The store's port can be served once per process: torchrun's group is joined at the
+  // first build and shared by every optimizer after it.
+  static std::mutex mutex;
+  static std::shared_ptr<Communicator> shared;
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (!shared) shared = join_torchrun(options);
+  return shared;
+}
+
+}  // namespace detail
+
+}  // namespace downhill

@@ -1,0 +1,155 @@
+#include "data_parallel.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <downhill/dataset.h>
+#include <downhill/logging.h>
+#include <spdlog/spdlog.h>
+
+#include <mutex>
+#include <stdexcept>
+
+#include "loop_state.h"
+#include "text.h"
+#include "update_engine.h"
+
+namespace downhill::detail {
+
+namespace {
+
+// What every rank's optimizer must share: the algorithm, the parameters and the settings.
+std::vector<std::string> optimizer_lines(const UpdateEngine& engine) {
+  std::vector<std::string> lines{"algorithm " + engine.name()};
+  const auto& params = engine.params();
+  for (size_t i = 0; i < params.size(); ++i) {
+    const size_t group = params.group_of(i);
+    lines.push_back("parameter '" + params.name(i) + "' " + describe(params.tensor(i)) +
+                    ", group " + std::to_string(group) +
+                    (params.is_frozen(group) ? " (frozen)" : ""));
+  }
+  for (size_t g = 0; g < params.group_count(); ++g) {
+    for (const auto& [name, value] : engine.group_options(g).settings()) {
+      lines.push_back("group " + std::to_string(g) + " setting " + name + " = " + value);
+    }
+  }
+  return lines;
+}
+
+std::string dataset_line(const Dataset& data) {
+  return "dataset '" + data.name() + "': " +
+         (data.slice_count() == 0 ? std::string("a generator")
+                                  : std::to_string(data.slice_count()) + " slices, order of " +
+                                        std::to_string(data.order().size())) +
+         ", " + std::to_string(data.iteration_size()) + " batches per pass";
+}
+
+// Rank 0's state of `generator` into every rank's.
+void broadcast_generator(Communicator& comm, at::Generator generator) {
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  std::vector<at::Tensor> state{generator.get_state()};
+  comm.broadcast(state);
+  generator.set_state(state[0]);
+}
+
+}  // namespace
+
+std::unique_ptr<DataParallel> DataParallel::join(UpdateEngine& engine) {
+  const auto& options = engine.options();
+  if (!options.data_parallel()) return nullptr;
+  std::unique_ptr<DataParallel> parallel(new DataParallel(Communicator::join(options)));
+  auto& comm = *parallel->comm_;
+  if (comm.size() == 1) return parallel;
+  comm.check_same(optimizer_lines(engine), "optimizers");
+  auto values = engine.params().tensors();
+  comm.broadcast(values);
+  // One rank speaks for the group; the others only warn.
+  if (comm.rank() != 0 && logger()->level() < spdlog::level::warn) {
+    logger()->set_level(spdlog::level::warn);
+  }
+  return parallel;
+}
+
+std::string DataParallel::describe() const {
+  return std::to_string(comm_->size()) + " processes (" + comm_->backend() + ")";
+}
+
+void DataParallel::average(const UpdateEngine& engine, std::vector<at::Tensor>& grads,
+                           std::vector<at::Tensor>& hvs, StepFlags& flags) {
+  const auto& params = engine.params();
+  const size_t n = grads.size();
+  sent_.assign(n + hvs.size(), at::Tensor());
+  for (size_t i = 0; i < n; ++i) {
+    if (params.is_frozen(params.group_of(i))) continue;
+    sent_[i] = grads[i];
+    if (!hvs.empty()) sent_[n + i] = hvs[i];
+  }
+  std::vector<double> sums{flags.nonfinite_losses, flags.interrupts};
+  const auto means = comm_->average(sent_, sums);
+  for (size_t i = 0; i < n; ++i) {
+    if (!sent_[i].defined()) continue;
+    grads[i] = means[i];
+    if (!hvs.empty()) hvs[i] = means[n + i];
+  }
+  sent_.clear();  // no handle on the caller's tensors between steps
+  flags = {sums[0], sums[1]};
+}
+
+void DataParallel::agree(StepFlags& flags) {
+  std::vector<double> sums{flags.nonfinite_losses, flags.interrupts};
+  comm_->sum(sums);
+  flags = {sums[0], sums[1]};
+}
+
+void DataParallel::agree(PassProgress& totals) {
+  std::vector<std::string> names;
+  for (const auto& entry : totals.sums) names.push_back(entry.name);
+  comm_->check_same(names, "monitors");
+  std::vector<double> values{totals.weight};
+  for (const auto& entry : totals.sums) {
+    values.push_back(entry.sum);
+    values.push_back(entry.weight);
+  }
+  comm_->sum(values);
+  totals.weight = values[0];
+  for (size_t m = 0; m < totals.sums.size(); ++m) {
+    totals.sums[m].sum = values[1 + 2 * m];
+    totals.sums[m].weight = values[2 + 2 * m];
+  }
+}
+
+bool DataParallel::any(bool answer, const std::string& must_be_unanimous) {
+  std::vector<double> count{answer ? 1.0 : 0.0};
+  comm_->sum(count);
+  if (count[0] > 0 && count[0] < static_cast<double>(comm_->size()) && !must_be_unanimous.empty()) {
+    throw std::runtime_error("downhill: distributed: " + must_be_unanimous + " on " +
+                             format_number(count[0]) + " of " + std::to_string(comm_->size()) +
+                             " ranks only; every rank must see the same files (a shared folder)");
+  }
+  return count[0] > 0;
+}
+
+void DataParallel::start_run(Dataset& train, Dataset* valid) {
+  std::vector<Dataset*> datasets{&train};
+  if (valid && valid != &train) datasets.push_back(valid);
+  std::vector<std::string> lines;
+  for (auto* data : datasets) {
+    data->shard(comm_->rank(), comm_->size());
+    lines.push_back(dataset_line(*data));
+  }
+  comm_->check_same(lines, "datasets");
+  for (auto* data : datasets) {
+    if (data->slice_count() > 0) {
+      // The order and position travel together: [order..., position].
+      auto order = data->order();
+      order.push_back(data->position());
+      std::vector<at::Tensor> shared{at::tensor(order, at::kLong)};
+      comm_->broadcast(shared);
+      const auto* values = shared[0].data_ptr<int64_t>();
+      const auto count = static_cast<int64_t>(shared[0].numel()) - 1;
+      data->restore_position(std::vector<int64_t>(values, values + count), values[count]);
+    }
+    if (data->options().generator()) broadcast_generator(*comm_, *data->options().generator());
+  }
+  broadcast_generator(*comm_, at::detail::getDefaultCPUGenerator());
+}
+
+}  // namespace downhill::detail

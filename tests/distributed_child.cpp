@@ -1,0 +1,135 @@
+// Helper of distributed_test: one rank of a data-parallel run (or the single process it is
+// compared with), started by the test with torchrun's variables set.
+//
+//   distributed_child SCENARIO ALGO OUT_FILE [KEY=VALUE ...]
+//
+// Scenarios:
+//   train    trains a small float64 regression for `passes` passes with the loop; after
+//            each pass writes the parameters' values (and the pass's training loss) to
+//            OUT_FILE as text with 17 significant digits. KEY=VALUE: batch (per rank),
+//            passes, momentum, patience, checkpoint, resume, die_at (a pass after which rank
+//            1 exits at once), timeout, shape (rank 1's parameter shape differs), valid_shift.
+//   place    prints this rank's place and the world size.
+// On an exception it writes "error: WHAT" to OUT_FILE, and exits with 3.
+#include <downhill/downhill.h>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <string>
+
+#include "test_support.h"
+
+namespace {
+
+using Settings = std::map<std::string, std::string>;
+
+double number(const Settings& settings, const std::string& key, double fallback) {
+  const auto found = settings.find(key);
+  return found == settings.end() ? fallback : std::stod(found->second);
+}
+
+std::string text(const Settings& settings, const std::string& key) {
+  const auto found = settings.find(key);
+  return found == settings.end() ? std::string() : found->second;
+}
+
+// 72 samples of 5 features; targets from a fixed linear map plus a smooth non-linearity,
+// so that no parameter fits them exactly.
+std::pair<torch::Tensor, torch::Tensor> data(double shift) {
+  const auto opts = torch::TensorOptions().dtype(torch::kDouble);
+  auto x = torch::sin(torch::arange(0, 72 * 5, opts).reshape({72, 5}) * 0.37);
+  auto y = torch::cos(x.matmul(torch::arange(1, 16, opts).reshape({5, 3}) * 0.1)) + shift;
+  return {x, y};
+}
+
+int train(const std::string& algo, const std::string& out_file, const Settings& settings) {
+  const auto place = downhill::torchrun_place();
+  const bool distributed = text(settings, "distributed") != "0";
+  const auto opts = torch::TensorOptions().dtype(torch::kDouble);
+  const bool odd_shape = text(settings, "shape") == "odd" && place.rank == 1;
+  // Every rank starts from different values: build() gives them rank 0's.
+  auto w = (torch::arange(0, 15, opts)
+                    .reshape(odd_shape ? std::vector<int64_t>{3, 5} : std::vector<int64_t>{5, 3}) *
+                0.05 +
+            0.1 * static_cast<double>(distributed ? place.rank : 0))
+               .requires_grad_();
+  auto b = torch::zeros({3}, opts).requires_grad_();
+  auto [x, y] = data(0.0);
+  auto [vx, vy] = data(number(settings, "valid_shift", 0.0));
+  downhill::Loss loss = [&](const downhill::Batch& batch) -> downhill::Evaluation {
+    auto error = batch[0].matmul(w) + b - batch[1];
+    auto value = error.pow(2).mean();
+    return {value, {{"abs", error.abs().mean()}}};
+  };
+  auto options = downhill::Options()
+                     .learning_rate(number(settings, "lr", 0.05))
+                     .momentum(number(settings, "momentum", 0.0))
+                     .patience(static_cast<int64_t>(number(settings, "patience", 100)))
+                     .validate_every(1)
+                     .max_updates(static_cast<int64_t>(number(settings, "passes", 3)))
+                     .distributed(distributed)
+                     .distributed_timeout(number(settings, "timeout", 20));
+  if (algo == "rmsprop" || algo == "adam") options.momentum(number(settings, "momentum", 0.5));
+  if (!text(settings, "checkpoint").empty()) options.checkpoint(text(settings, "checkpoint"));
+  if (text(settings, "resume") == "1") options.resume(true);
+  auto opt = downhill::build(algo, loss, {{"w", w}, {"b", b}}, options);
+  const auto batch = static_cast<int64_t>(number(settings, "batch", 4));
+  downhill::Dataset train({x, y}, downhill::DatasetOptions().batch_size(batch).shuffle(false));
+  downhill::Dataset valid({vx, vy}, downhill::DatasetOptions().batch_size(batch).shuffle(false));
+  std::ofstream out(out_file);
+  out.precision(17);
+  const int die_at = static_cast<int>(number(settings, "die_at", -1));
+  int pass = 0;
+  for (const auto& [training, validation] : opt->iterate(train, &valid)) {
+    ++pass;
+    out << "pass " << pass << " loss " << training.at("loss") << " valid " << validation.at("loss")
+        << "\n";
+    for (const auto& tensor : {w, b}) {
+      const auto flat = tensor.detach().reshape({-1});
+      for (int64_t i = 0; i < flat.numel(); ++i) out << flat[i].item<double>() << " ";
+      out << "\n";
+    }
+    out.flush();
+    if (pass == die_at && place.rank == 1) std::_Exit(9);
+  }
+  const auto summary = opt->last_run();
+  out << "stop " << downhill::to_string(summary.stop) << " passes " << summary.passes
+      << " best_pass " << summary.best_pass << " updates " << summary.updates << "\n";
+  for (const auto& tensor : {w, b}) {
+    const auto flat = tensor.detach().reshape({-1});
+    for (int64_t i = 0; i < flat.numel(); ++i) out << flat[i].item<double>() << " ";
+    out << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 4) {
+    std::fprintf(stderr, "usage: %s SCENARIO ALGO OUT_FILE [KEY=VALUE ...]\n", argv[0]);
+    return 2;
+  }
+  const std::string scenario = argv[1], algo = argv[2], out_file = argv[3];
+  Settings settings;
+  for (int a = 4; a < argc; ++a) {
+    const std::string arg = argv[a];
+    const auto eq = arg.find('=');
+    settings[arg.substr(0, eq)] = eq == std::string::npos ? "" : arg.substr(eq + 1);
+  }
+  const downhill::testing::ScopedLogLevel quiet(spdlog::level::err);
+  torch::manual_seed(7);
+  try {
+    if (scenario == "train") return train(algo, out_file, settings);
+    std::fprintf(stderr, "unknown scenario %s\n", scenario.c_str());
+    return 2;
+  } catch (const std::exception& e) {
+    std::ofstream(out_file) << "error: " << e.what() << "\n";
+    return 3;
+  }
+}
