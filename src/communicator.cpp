@@ -133,10 +133,10 @@ class GroupCommunicator final : public Communicator {
     return out;
   }
 
-  void sum(std::vector<double>& values) override {
+  void sum(std::vector<double>& values, const std::string& what) override {
     if (values.empty()) return;
     std::vector<at::Tensor> one{at::tensor(values, at::kDouble)};
-    wait(run("summing", [&] { return group_->allreduce(one); }), "summing");
+    wait(run(what, [&] { return group_->allreduce(one); }), what);
     const double* data = one[0].data_ptr<double>();
     std::copy(data, data + values.size(), values.begin());
   }
@@ -159,7 +159,7 @@ class GroupCommunicator final : public Communicator {
     // Each rank writes its text into its own row of a zero table; the sum is every row.
     std::vector<double> lengths(static_cast<size_t>(size()), 0.0);
     lengths[static_cast<size_t>(rank())] = static_cast<double>(text.size());
-    sum(lengths);
+    sum(lengths, "comparing " + what);
     const auto longest = static_cast<int64_t>(*std::max_element(lengths.begin(), lengths.end()));
     std::vector<at::Tensor> table{at::zeros({size(), std::max<int64_t>(longest, 1)}, at::kInt)};
     auto* row = table[0].data_ptr<int32_t>() + rank() * table[0].size(1);
@@ -308,6 +308,7 @@ std::shared_ptr<Communicator> join_torchrun(const Options& options) {
         place.rank == 0 && environment("TORCHELASTIC_USE_AGENT_STORE") != "True";
     store_options.numWorkers = static_cast<size_t>(place.world_size);
     store_options.timeout = timeout;
+    store_options.waitWorkers = false;  // Gloo's own wait for the others comes next, bounded alike
     auto store = c10::make_intrusive<c10d::TCPStore>(address, store_options);
     auto prefixed = c10::make_intrusive<c10d::PrefixStore>("downhill", store);
     auto gloo_options = c10d::ProcessGroupGloo::Options::create(timeout);

@@ -32,8 +32,8 @@ class Communicator {
   /// (small counts) are summed across ranks in the same collective.
   virtual std::vector<at::Tensor> average(const std::vector<at::Tensor>& tensors,
                                           std::vector<double>& flags) = 0;
-  /// Sums `values` across ranks, in float64.
-  virtual void sum(std::vector<double>& values) = 0;
+  /// Sums `values` across ranks, in float64; `what` names the sum in errors.
+  virtual void sum(std::vector<double>& values, const std::string& what) = 0;
   /// Copies rank 0's values into every rank's `tensors` (same shapes and dtypes on every
   /// rank, contiguous or not).
   virtual void broadcast(std::vector<at::Tensor>& tensors) = 0;

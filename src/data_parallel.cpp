@@ -95,7 +95,7 @@ void DataParallel::average(const UpdateEngine& engine, std::vector<at::Tensor>& 
 
 void DataParallel::agree(StepFlags& flags) {
   std::vector<double> sums{flags.nonfinite_losses, flags.interrupts};
-  comm_->sum(sums);
+  comm_->sum(sums, "agreeing on the step");
   flags = {sums[0], sums[1]};
 }
 
@@ -108,7 +108,7 @@ void DataParallel::agree(PassProgress& totals) {
     values.push_back(entry.sum);
     values.push_back(entry.weight);
   }
-  comm_->sum(values);
+  comm_->sum(values, "averaging monitors");
   totals.weight = values[0];
   for (size_t m = 0; m < totals.sums.size(); ++m) {
     totals.sums[m].sum = values[1 + 2 * m];
@@ -118,7 +118,7 @@ void DataParallel::agree(PassProgress& totals) {
 
 bool DataParallel::any(bool answer, const std::string& must_be_unanimous) {
   std::vector<double> count{answer ? 1.0 : 0.0};
-  comm_->sum(count);
+  comm_->sum(count, "agreeing whether " + must_be_unanimous);
   if (count[0] > 0 && count[0] < static_cast<double>(comm_->size()) && !must_be_unanimous.empty()) {
     throw std::runtime_error("downhill: distributed: " + must_be_unanimous + " on " +
                              format_number(count[0]) + " of " + std::to_string(comm_->size()) +

@@ -8,8 +8,10 @@
 //            each pass writes the parameters' values (and the pass's training loss) to
 //            OUT_FILE as text with 17 significant digits. KEY=VALUE: batch (per rank),
 //            passes, momentum, patience, checkpoint, resume, die_at (a pass after which rank
-//            1 exits at once), timeout, shape (rank 1's parameter shape differs), valid_shift.
-//   place    prints this rank's place and the world size.
+//            1 exits at once), timeout, shape=odd (rank 1's parameter shape differs),
+//            valid_shift, nan_at (rank 1's loss is NaN at this training step, from 1),
+//            distributed=0 (a plain single process), lr.
+// It prints "pass N" to stdout after each pass, flushed (for the Ctrl-C test).
 // On an exception it writes "error: WHAT" to OUT_FILE, and exits with 3.
 #include <downhill/downhill.h>
 #include <spdlog/spdlog.h>
@@ -19,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <string>
 
@@ -61,9 +64,15 @@ int train(const std::string& algo, const std::string& out_file, const Settings& 
   auto b = torch::zeros({3}, opts).requires_grad_();
   auto [x, y] = data(0.0);
   auto [vx, vy] = data(number(settings, "valid_shift", 0.0));
+  const auto nan_at = static_cast<int64_t>(number(settings, "nan_at", -1));
+  int64_t training_steps = 0;
   downhill::Loss loss = [&](const downhill::Batch& batch) -> downhill::Evaluation {
     auto error = batch[0].matmul(w) + b - batch[1];
     auto value = error.pow(2).mean();
+    if (downhill::current_phase() == downhill::Phase::kTraining && ++training_steps == nan_at &&
+        place.rank == 1) {
+      value = value * std::numeric_limits<double>::quiet_NaN();
+    }
     return {value, {{"abs", error.abs().mean()}}};
   };
   auto options = downhill::Options()
@@ -95,6 +104,8 @@ int train(const std::string& algo, const std::string& out_file, const Settings& 
       out << "\n";
     }
     out.flush();
+    std::printf("pass %d\n", pass);
+    std::fflush(stdout);
     if (pass == die_at && place.rank == 1) std::_Exit(9);
   }
   const auto summary = opt->last_run();
