@@ -83,11 +83,10 @@ int main(int argc, char** argv) try {
   const auto place = opt->place();
 
   // batch_size is per rank: with 2 ranks, 16 each make digits_classifier's 32 per update.
-  downhill::Dataset train({x_train, y_train},
-                          downhill::DatasetOptions()
-                              .name("train")
-                              .batch_size(32 / place.world_size)
-                              .shuffle_samples(true));
+  downhill::Dataset train({x_train, y_train}, downhill::DatasetOptions()
+                                                  .name("train")
+                                                  .batch_size(32 / place.world_size)
+                                                  .shuffle_samples(true));
   downhill::Dataset valid({x_valid, y_valid},
                           downhill::DatasetOptions().name("valid").batch_size(60).shuffle(false));
   opt->minimize(train, &valid);
@@ -101,8 +100,8 @@ int main(int argc, char** argv) try {
               << " of " << summary.passes << " (" << x_train.size(0) << " training images)\n";
   }
   if (!(accuracy > 0.9)) {
-    std::cerr << "digits_data_parallel: rank " << place.rank << ": validation accuracy "
-              << accuracy << " is below 0.9\n";
+    std::cerr << "digits_data_parallel: rank " << place.rank << ": validation accuracy " << accuracy
+              << " is below 0.9\n";
     return 1;
   }
   return 0;

@@ -10,7 +10,8 @@
 //            passes, momentum, patience, checkpoint, resume, die_at (a pass after which rank
 //            1 exits at once), timeout, shape=odd (rank 1's parameter shape differs),
 //            valid_shift, nan_at (rank 1's loss is NaN at this training step, from 1),
-//            distributed=0 (a plain single process), lr.
+//            distributed=0 (a plain single process), lr, hang_at (a pass after which rank 1
+//            sleeps for 10 minutes, holding its connections open).
 // It prints "pass N" to stdout after each pass, flushed (for the Ctrl-C test).
 // On an exception it writes "error: WHAT" to OUT_FILE, and exits with 3.
 #include <downhill/downhill.h>
@@ -24,6 +25,7 @@
 #include <limits>
 #include <map>
 #include <string>
+#include <thread>
 
 #include "test_support.h"
 
@@ -93,6 +95,7 @@ int train(const std::string& algo, const std::string& out_file, const Settings& 
   std::ofstream out(out_file);
   out.precision(17);
   const int die_at = static_cast<int>(number(settings, "die_at", -1));
+  const int hang_at = static_cast<int>(number(settings, "hang_at", -1));
   int pass = 0;
   for (const auto& [training, validation] : opt->iterate(train, &valid)) {
     ++pass;
@@ -107,6 +110,7 @@ int train(const std::string& algo, const std::string& out_file, const Settings& 
     std::printf("pass %d\n", pass);
     std::fflush(stdout);
     if (pass == die_at && place.rank == 1) std::_Exit(9);
+    if (pass == hang_at && place.rank == 1) std::this_thread::sleep_for(std::chrono::minutes(10));
   }
   const auto summary = opt->last_run();
   out << "stop " << downhill::to_string(summary.stop) << " passes " << summary.passes

@@ -271,7 +271,8 @@ TEST(Distributed, MismatchedParametersAreAClearErrorOnEveryRank) {
                           "'parameter 'w' [5, 3] Double on cpu, group 0'"),
               std::string::npos)
         << result;
-    EXPECT_NE(result.find("rank 1 has 'parameter 'w' [3, 5] Double on cpu, group 0'; every rank must build the same "
+    EXPECT_NE(result.find("rank 1 has 'parameter 'w' [3, 5] Double on cpu, group 0'; every rank "
+                          "must build the same "
                           "optimizer"),
               std::string::npos)
         << result;
@@ -302,6 +303,32 @@ TEST(Distributed, ARankThatDiesGivesTheOthersAnErrorWithinTheTimeout) {
   }
   EXPECT_LT(seconds, 5 + 20) << "no rank may hang past the timeout";
   std::cout << "[ timing ] the surviving ranks failed " << seconds << " s after the start\n";
+}
+
+TEST(Distributed, ARankThatHangsGivesTheOthersAnErrorAfterTheTimeout) {
+  TemporaryFolder folder("dist_hang");
+  const int port = free_port();
+  std::vector<Rank> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.push_back(start(folder, "ranks", r, 2, port,
+                          {"train", "sgd", "passes=50", "hang_at=1", "timeout=3"}));
+  }
+  // Rank 0 must fail by itself; rank 1, asleep, is stopped afterwards.
+  std::vector<Rank> zero{ranks[0]};
+  const auto started = Clock::now();
+  ASSERT_TRUE(wait_all(zero, std::chrono::seconds(60)));
+  const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  kill(ranks[1].pid, SIGKILL);
+  waitpid(ranks[1].pid, &ranks[1].status, 0);
+  EXPECT_EQ(exit_code(zero[0]), 3) << read_file(zero[0].log);
+  const auto result = read_file(zero[0].out);
+  EXPECT_NE(result.find("error: downhill: distributed: rank 0 of 2: "), std::string::npos)
+      << result;
+  EXPECT_NE(result.find("took longer than distributed_timeout = 3 s: "), std::string::npos)
+      << result;
+  EXPECT_GE(seconds, 3.0);
+  EXPECT_LT(seconds, 3 + 20);
+  std::cout << "[ timing ] rank 0 failed " << seconds << " s after the start\n";
 }
 
 TEST(Distributed, ARankThatNeverJoinsIsAnErrorWithinTheTimeout) {

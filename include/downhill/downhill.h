@@ -4,6 +4,7 @@
 
 #include <downhill/batch.h>
 #include <downhill/dataset.h>
+#include <downhill/distributed.h>
 #include <downhill/errors.h>
 #include <downhill/hessian.h>
 #include <downhill/iteration.h>
