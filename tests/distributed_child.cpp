@@ -11,9 +11,11 @@
 //            1 exits at once), timeout, shape=odd (rank 1's parameter shape differs),
 //            valid_shift, nan_at (rank 1's loss is NaN at this training step, from 1),
 //            distributed=0 (a plain single process), lr, hang_at (a pass after which rank 1
-//            sleeps for 10 minutes, holding its connections open).
+//            sleeps for 10 minutes, holding its connections open), own_group=1 (the
+//            group is made here, a c10d ProcessGroupGloo handed in by Options::process_group).
 // It prints "pass N" to stdout after each pass, flushed (for the Ctrl-C test).
 // On an exception it writes "error: WHAT" to OUT_FILE, and exits with 3.
+#include <downhill/distributed.h>
 #include <downhill/downhill.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
@@ -26,6 +28,8 @@
 #include <map>
 #include <string>
 #include <thread>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "test_support.h"
 
@@ -50,6 +54,20 @@ std::pair<torch::Tensor, torch::Tensor> data(double shift) {
   auto x = torch::sin(torch::arange(0, 72 * 5, opts).reshape({72, 5}) * 0.37);
   auto y = torch::cos(x.matmul(torch::arange(1, 16, opts).reshape({5, 3}) * 0.1)) + shift;
   return {x, y};
+}
+
+// A group made as a user of c10d would: a TCPStore at torchrun's address, then Gloo.
+std::shared_ptr<const downhill::ProcessGroup> own_group(const downhill::Place& place) {
+  c10d::TCPStoreOptions store_options;
+  store_options.port = static_cast<uint16_t>(std::stoi(std::getenv("MASTER_PORT")));
+  store_options.isServer = place.rank == 0;
+  store_options.numWorkers = static_cast<size_t>(place.world_size);
+  store_options.timeout = std::chrono::seconds(20);
+  auto store = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", store_options);
+  auto options = c10d::ProcessGroupGloo::Options::create(std::chrono::seconds(20));
+  options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+  return downhill::ProcessGroup::of(c10::make_intrusive<c10d::ProcessGroupGloo>(
+      store, static_cast<int>(place.rank), static_cast<int>(place.world_size), options));
 }
 
 int train(const std::string& algo, const std::string& out_file, const Settings& settings) {
@@ -88,6 +106,8 @@ int train(const std::string& algo, const std::string& out_file, const Settings& 
   if (algo == "rmsprop" || algo == "adam") options.momentum(number(settings, "momentum", 0.5));
   if (!text(settings, "checkpoint").empty()) options.checkpoint(text(settings, "checkpoint"));
   if (text(settings, "resume") == "1") options.resume(true);
+  if (text(settings, "own_group") == "1")
+    options.distributed(false).process_group(own_group(place));
   auto opt = downhill::build(algo, loss, {{"w", w}, {"b", b}}, options);
   const auto batch = static_cast<int64_t>(number(settings, "batch", 4));
   downhill::Dataset train({x, y}, downhill::DatasetOptions().batch_size(batch).shuffle(false));

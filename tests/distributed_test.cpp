@@ -214,6 +214,16 @@ INSTANTIATE_TEST_SUITE_P(Algorithms, Equivalence,
                            return info.param.algo + "_" + std::to_string(info.param.world);
                          });
 
+// A c10d group made by the program and handed in trains as torchrun's does, bit for bit.
+TEST(Distributed, AProcessGroupOfYourOwnTrainsAsTorchrunsDoes) {
+  TemporaryFolder folder("dist_own");
+  const auto torchruns = run(folder, "torchruns", 2, {"train", "adam", "passes=2"});
+  const auto own = run(folder, "own", 2, {"train", "adam", "passes=2", "own_group=1"});
+  EXPECT_EQ(count_passes(own[0]), 2) << own[0];
+  EXPECT_EQ(own[0], torchruns[0]);
+  EXPECT_EQ(own[1], torchruns[1]);
+}
+
 TEST(Distributed, EarlyStoppingStopsEveryRankAtTheSamePass) {
   TemporaryFolder folder("dist_patience");
   // Validation targets shifted by 2: as training fits the training targets, the validation
