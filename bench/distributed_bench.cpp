@@ -84,7 +84,8 @@ std::string environment(const char* name) {
 c10::intrusive_ptr<c10d::ProcessGroup> make_group(int rank, int world) {
   c10d::TCPStoreOptions store_options;
   store_options.port = static_cast<uint16_t>(std::stoi(environment("MASTER_PORT")));
-  store_options.isServer = rank == 0;
+  // Under torchrun its agent serves the store already.
+  store_options.isServer = rank == 0 && environment("TORCHELASTIC_USE_AGENT_STORE") != "True";
   store_options.numWorkers = static_cast<size_t>(world);
   store_options.timeout = std::chrono::seconds(60);
   auto store = c10::make_intrusive<c10d::TCPStore>(environment("MASTER_ADDR"), store_options);

@@ -42,6 +42,17 @@ def ms(seconds):
     return f"{seconds * 1e3:.3g} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.3g} µs"
 
 
+def downhill_buckets(d):
+    """downhill's buckets in bytes for w1, b1, w2, b2 (float32), by src/communicator.cpp's
+    rule: consecutive tensors, a new bucket once the current one holds >= 25 MiB."""
+    buckets = []
+    for numel in (5 * d * d, 5 * d, 5 * d * d, d):
+        if not buckets or buckets[-1] >= 25 << 20:
+            buckets.append(0)
+        buckets[-1] += 4 * numel
+    return buckets
+
+
 def split(lines):
     """The phases of one launch (its ranks' lines)."""
     def mean(kind, phase):
@@ -123,11 +134,12 @@ def main():
         print(f"- n = {size_label(n)}, the all-reduce inside its phase: " + "; ".join(cells))
     for n in sizes:
         line = meta[n]
+        ours = ", ".join(f"{b / 1e6:.3g} MB" for b in downhill_buckets(line["d"]))
         buckets = meta.get((n, "ddp_buckets"))
         ddp = (", ".join(f"{b / 1e6:.3g} MB" for b in buckets) if buckets else "unknown")
         print(f"- n = {size_label(n)}: MLP {line['d']} → {5 * line['d']} → {line['d']}, "
               f"{line['params']:,} float32 parameters ({line['params'] * 4 / 1e6:.3g} MB of "
-              f"gradient), batch {line['batch']} per rank; DDP's buckets (bucket_cap_mb = 25, "
+              f"gradient), batch {line['batch']} per rank; downhill's buckets: {ours}; DDP's buckets (bucket_cap_mb = 25, "
               f"after its rebuild): {ddp}")
 
 

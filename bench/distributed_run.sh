@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The data-parallel step benchmark: `bash bench/distributed_run.sh BUILD_DIR [ROUNDS]` prints
-# a markdown table (about 4 minutes on 2 cores with the default 9 rounds). Four sides, each
+# a markdown table (about 3 minutes on 2 cores with the default 9 rounds). Four sides, each
 # at n = 1e5 and 1e7 parameters:
 #   downhill_1proc  bench/distributed_bench, one process
 #   downhill_2rank  bench/distributed_bench, two ranks (Gloo over 127.0.0.1)
@@ -33,9 +33,10 @@ export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 export GLOO_SOCKET_IFNAME=lo
 # Every side's freed memory stays in the heap (BENCH_MALLOC=default: glibc as it is). With
 # glibc's defaults the C++ process gives the autograd's 20 MB gradient blocks back to the
-# system after each step and faults them in again at the next (~35% more forward/backward
-# time at 1e7 than the Python process doing the same products), which would flatter the
-# C++ sides' 2-rank / 1-process ratios: the sides are compared on an equal heap.
+# system after each step and faults them in again at the next (a third more forward/backward
+# time at 1e7 than with the heap kept, more than the Python process takes for the same
+# products), which would flatter the C++ sides' 2-rank / 1-process ratios: the sides are
+# compared on an equal heap (docs/performance.md, "Data-parallel step (2 ranks)").
 malloc="${BENCH_MALLOC:-keep}"
 if [[ "$malloc" == keep ]]; then
   export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=4294967295

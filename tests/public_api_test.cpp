@@ -146,7 +146,10 @@ const std::vector<std::string> kSettingNames = {"algo",
                                                 "checkpoint",
                                                 "checkpoint_every",
                                                 "resume",
-                                                "history"};
+                                                "history",
+                                                "distributed",
+                                                "distributed_timeout",
+                                                "process_group"};
 
 std::string value_of(const std::vector<std::pair<std::string, std::string>>& settings,
                      const std::string& name) {
@@ -159,7 +162,7 @@ std::string value_of(const std::vector<std::pair<std::string, std::string>>& set
 
 TEST(PublicOptions, SettingsListsEveryNameInDeclarationOrder) {
   const auto settings = downhill::Options().settings();
-  ASSERT_EQ(settings.size(), 37u);
+  ASSERT_EQ(settings.size(), 40u);
   std::vector<std::string> names;
   for (const auto& [name, value] : settings) names.push_back(name);
   EXPECT_EQ(names, kSettingNames);
@@ -169,7 +172,10 @@ TEST(PublicOptions, SettingsGiveTheDefaultValues) {
   const auto settings = downhill::Options().settings();
   // The defaults of docs/guide.md's tables.
   EXPECT_EQ(settings.front(), (std::pair<std::string, std::string>{"algo", "rmsprop"}));
-  EXPECT_EQ(settings.back(), (std::pair<std::string, std::string>{"history", "none"}));
+  EXPECT_EQ(settings.back(), (std::pair<std::string, std::string>{"process_group", "none"}));
+  EXPECT_EQ(value_of(settings, "history"), "none");
+  EXPECT_EQ(value_of(settings, "distributed"), "false");
+  EXPECT_EQ(value_of(settings, "distributed_timeout"), "60");
   EXPECT_EQ(value_of(settings, "momentum"), "0");
   EXPECT_EQ(value_of(settings, "nesterov"), "false");
   EXPECT_EQ(value_of(settings, "rms_halflife"), "14");
@@ -203,7 +209,7 @@ TEST(PublicOptions, SettingsGiveTheValuesSet) {
                             .checkpoint("run.ckpt")
                             .resume(true)
                             .settings();
-  ASSERT_EQ(settings.size(), 37u);
+  ASSERT_EQ(settings.size(), 40u);
   const std::vector<std::pair<std::string, std::string>> expected_head = {
       {"algo", "adam"}, {"learning_rate", "0.5"}, {"momentum", "0.25"}, {"nesterov", "true"}};
   EXPECT_EQ(std::vector(settings.begin(), settings.begin() + 4), expected_head);
