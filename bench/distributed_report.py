@@ -44,10 +44,11 @@ def ms(seconds):
 
 def downhill_buckets(d):
     """downhill's buckets in bytes for w1, b1, w2, b2 (float32), by src/communicator.cpp's
-    rule: consecutive tensors, a new bucket once the current one holds >= 25 MiB."""
+    rule: consecutive tensors, a new bucket when the next tensor would take the current one
+    past 25 MiB (a larger tensor is a bucket of its own)."""
     buckets = []
-    for numel in (5 * d * d, 5 * d, 5 * d * d, d):
-        if not buckets or buckets[-1] >= 25 << 20:
+    for numel in (d * 5 * d, 5 * d, 5 * d * d, d):
+        if not buckets or buckets[-1] + 4 * numel > 25 << 20:
             buckets.append(0)
         buckets[-1] += 4 * numel
     return buckets
