@@ -411,7 +411,8 @@ void UpdateEngine::compute_clip_scales(const std::vector<at::Tensor>& grads, boo
 }
 
 template <typename Visit>
-bool UpdateEngine::for_each_update(bool already_clipped, bool nesterov, Visit&& visit) {
+bool UpdateEngine::for_each_update(bool already_clipped, bool nesterov, size_t& begun,
+                                   Visit&& visit) {
   size_t group = params_.group_count();  // none yet
   ChainSettings chain;
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -419,7 +420,8 @@ bool UpdateEngine::for_each_update(bool already_clipped, bool nesterov, Visit&& 
     const auto& options = group_options_[params_.group_of(i)];
     if (params_.group_of(i) != group) {
       group = params_.group_of(i);
-      rule_->begin_update(options, update_count_ + 1);
+      if (group != begun) rule_->begin_update(options, update_count_ + 1);
+      begun = group;
       chain.clip_elem = already_clipped ? 0.0 : options.max_gradient_elem();
       chain.momentum = options.momentum();
       chain.nesterov = nesterov || options.nesterov();
@@ -545,8 +547,10 @@ bool UpdateEngine::apply(const std::vector<at::Tensor>& grads, const std::vector
   // The guard judges every parameter before any changes: by the ranges of its inputs when
   // they prove the update finite (then it runs in place, in one pass), otherwise by running
   // it on copies and reading what it would write.
+  size_t begun = params_.group_count();  // the group whose rule constants are built: none
   const bool judged = for_each_update(
-      already_clipped, nesterov, [&](size_t i, const ChainSettings& chain, const Options& options) {
+      already_clipped, nesterov, begun,
+      [&](size_t i, const ChainSettings& chain, const Options& options) {
         refresh_ranges(i);
         const auto target = live_target(i, grads, hvs);
         auto& ranges = next_ranges_[i];
@@ -563,7 +567,7 @@ bool UpdateEngine::apply(const std::vector<at::Tensor>& grads, const std::vector
         return dry_run(i, target, chain, fused);
       });
   if (!judged) return false;
-  for_each_update(already_clipped, nesterov,
+  for_each_update(already_clipped, nesterov, begun,
                   [&](size_t i, const ChainSettings& chain, const Options& options) {
                     const auto target = live_target(i, grads, hvs);
                     if (proven_[i]) {

@@ -106,10 +106,11 @@ class UpdateEngine {
   // (a learning rate infinite in float32, an ε a rule divides by that is 0, ...).
   void check_degenerate_settings(const std::vector<Options>& options) const;
   // Calls visit(index, chain, options) for each parameter that updates, in order, each
-  // group's rule constants begun (UpdateRule::begin_update) before its first parameter;
-  // stops at the first visit that returns false, and returns whether none did.
+  // group's rule constants begun (UpdateRule::begin_update) before its first parameter
+  // unless `begun` is that group already (then it becomes the last group's); stops at the
+  // first visit that returns false, and returns whether none did.
   template <typename Visit>
-  bool for_each_update(bool already_clipped, bool nesterov, Visit&& visit);
+  bool for_each_update(bool already_clipped, bool nesterov, size_t& begun, Visit&& visit);
   ParamTensors live_target(size_t index, const std::vector<at::Tensor>& grads,
                            const std::vector<at::Tensor>& hvs);
   // The guard (docs/architecture.md, "The guard"): whether the ranges it knows for parameter
