@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <unordered_set>
@@ -131,6 +132,46 @@ UpdateEngine::UpdateEngine(std::string name, Params params, Options options,
   check_params(params_, needs_grad);
   group_options_ = resolve_group_options(params_, options);
   check_rule_settings(group_options_[0]);
+  check_degenerate_settings(group_options_);
+}
+
+void UpdateEngine::check_degenerate_settings(const std::vector<Options>& options) const {
+  for (size_t g = 0; g < options.size(); ++g) {
+    if (params_.is_frozen(g)) continue;
+    bool seen[2] = {false, false};  // float, double
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (params_.group_of(i) != g) continue;
+      const auto dtype = params_.tensor(i).scalar_type();
+      bool& done = seen[dtype == at::kFloat ? 0 : 1];
+      if (done) continue;
+      done = true;
+      const std::string where = g == 0 ? "" : " (group " + std::to_string(g) + ")";
+      auto refuse_infinite = [&](const std::string& setting, double value) {
+        if (dtype != at::kFloat || std::isfinite(static_cast<float>(value))) return;
+        throw std::invalid_argument(
+            "downhill: setting " + setting + where + " is invalid for " + name_ +
+            "; it is infinite once rounded to float32, the dtype of parameter '" + params_.name(i) +
+            "'; allowed: at most " + format_number(std::numeric_limits<float>::max()) +
+            " for float32 parameters");
+      };
+      const auto& group = options[g];
+      if (rule_->uses_learning_rate()) {
+        refuse_infinite("learning_rate = " + format_number(group.learning_rate()),
+                        group.learning_rate());
+      }
+      // Weight decay's constant: lr·λ (λ without a learning rate).
+      const double rate = rule_->uses_learning_rate() ? group.learning_rate() : 1.0;
+      refuse_infinite("weight_decay = " + format_number(group.weight_decay()) + " (times the " +
+                          "learning rate " + format_number(rate) + ")",
+                      rate * group.weight_decay());
+      try {
+        rule_->check_options(group, dtype);
+      } catch (const std::invalid_argument& error) {
+        if (where.empty()) throw;
+        throw std::invalid_argument(error.what() + where);
+      }
+    }
+  }
 }
 
 void UpdateEngine::check_rule_settings(const Options& options) const {
@@ -204,6 +245,7 @@ void UpdateEngine::change_options(std::optional<size_t> group, const GroupSettin
     }
   }
   check_rule_settings(next[0]);
+  check_degenerate_settings(next);
   if (window_count_ > 0 && next[0].accumulate() != options().accumulate()) {
     throw std::invalid_argument("downhill: change_options: accumulate cannot change while " +
                                 std::to_string(window_count_) +
@@ -249,6 +291,14 @@ void UpdateEngine::ensure_state() {
       velocity_[i] = at::zeros_like(param, at::MemoryFormat::Contiguous);
     }
   }
+  known_.assign(params_.size(), Known{});
+  next_ranges_.assign(params_.size(), StateRanges{});
+  for (size_t i = 0; i < params_.size(); ++i) {
+    known_[i].ranges.slots.resize(names.size());
+    next_ranges_[i].slots.resize(names.size());
+  }
+  proven_.assign(params_.size(), 0);
+  pending_.assign(params_.size(), Pending{});
 }
 
 NamedTensors UpdateEngine::state() {
@@ -300,17 +350,22 @@ bool UpdateEngine::read_gradients(const std::vector<at::Tensor>& grads,
                                   const std::vector<at::Tensor>& hvs) {
   // One reduction per gradient serves as both the non-finite check and the norm.
   grad_norms_.assign(grads.size(), 0.0);
+  hv_norms_.assign(grads.size(), 0.0);
   for (size_t i = 0; i < grads.size(); ++i) {
     if (params_.is_frozen(params_.group_of(i))) continue;
     const double sum = sum_of_squares(grads[i]);
     const bool bad_grad = has_nonfinite(grads[i], sum);
-    const bool bad_hv = !bad_grad && !hvs.empty() && has_nonfinite(hvs[i], sum_of_squares(hvs[i]));
+    const double hv_sum = hvs.empty() || bad_grad ? 0.0 : sum_of_squares(hvs[i]);
+    const bool bad_hv = !bad_grad && !hvs.empty() && has_nonfinite(hvs[i], hv_sum);
     if (bad_grad || bad_hv) {
       skip(std::string("non-finite ") + (bad_grad ? "gradient" : "Hessian-vector product") +
            " for parameter '" + params_.name(i) + "'");
       return false;
     }
     grad_norms_[i] = std::isfinite(sum) ? std::sqrt(sum) : overflow_safe_norm(grads[i]);
+    if (!hvs.empty()) {
+      hv_norms_[i] = std::isfinite(hv_sum) ? std::sqrt(hv_sum) : overflow_safe_norm(hvs[i]);
+    }
   }
   return true;
 }
@@ -355,6 +410,131 @@ void UpdateEngine::compute_clip_scales(const std::vector<at::Tensor>& grads, boo
   for (auto& scale : clip_scales_) scale *= global_scale;
 }
 
+template <typename Visit>
+bool UpdateEngine::for_each_update(bool already_clipped, bool nesterov, size_t& begun,
+                                   Visit&& visit) {
+  size_t group = params_.group_count();  // none yet
+  ChainSettings chain;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (params_.is_frozen(params_.group_of(i))) continue;
+    const auto& options = group_options_[params_.group_of(i)];
+    if (params_.group_of(i) != group) {
+      group = params_.group_of(i);
+      if (group != begun) rule_->begin_update(options, update_count_ + 1);
+      begun = group;
+      chain.clip_elem = already_clipped ? 0.0 : options.max_gradient_elem();
+      chain.momentum = options.momentum();
+      chain.nesterov = nesterov || options.nesterov();
+      chain.update_scale = schedule_factors_[group];
+      const double rate = rule_->uses_learning_rate() ? options.learning_rate() : 1.0;
+      chain.decay = rate * schedule_factors_[group] * options.weight_decay();
+    }
+    chain.grad_scale = clip_scales_[i];
+    if (!visit(i, chain, options)) return false;
+  }
+  return true;
+}
+
+ParamTensors UpdateEngine::live_target(size_t index, const std::vector<at::Tensor>& grads,
+                                       const std::vector<at::Tensor>& hvs) {
+  ParamTensors target;
+  target.index = index;
+  target.param = params_.tensor(index);
+  target.grad = grads[index];
+  if (!hvs.empty()) target.hv = hvs[index];
+  target.velocity = velocity_[index].defined() ? &velocity_[index] : nullptr;
+  target.slots = &state_[index];
+  return target;
+}
+
+namespace {
+
+// A tensor's identity and version: any in-place change through ATen bumps the version.
+const void* identity(const at::Tensor& t) { return t.unsafeGetTensorImpl(); }
+int64_t version(const at::Tensor& t) {
+  return t.unsafeGetTensorImpl()->version_counter().current_version();
+}
+
+// The range of a tensor's elements, read once; NaN bounds when one is NaN.
+Range observed_range(const at::Tensor& t) {
+  if (!t.defined() || t.numel() == 0) return {};
+  const auto [low, high] = at::aminmax(t);
+  return {low.item<double>(), high.item<double>()};
+}
+
+bool is_finite(Range range) { return std::isfinite(range.lo) && std::isfinite(range.hi); }
+
+}  // namespace
+
+void UpdateEngine::refresh_ranges(size_t index) {
+  auto& known = known_[index];
+  const auto& param = params_.tensor(index);
+  const auto& velocity = velocity_[index];
+  const auto& slots = state_[index];
+  bool current = known.valid && known.tensors.size() == 2 + slots.size();
+  auto check = [&](size_t k, const at::Tensor& t) {
+    if (current && t.defined()) {
+      current = known.tensors[k] == identity(t) && known.versions[k] == version(t);
+    }
+  };
+  check(0, param);
+  check(1, velocity);
+  for (size_t s = 0; s < slots.size(); ++s) check(2 + s, slots[s]);
+  if (current) return;
+  known.ranges.param = observed_range(param);
+  known.ranges.velocity = observed_range(velocity);
+  for (size_t s = 0; s < slots.size(); ++s) known.ranges.slots[s] = observed_range(slots[s]);
+  known.valid = true;  // the versions follow in record_ranges()
+}
+
+void UpdateEngine::record_ranges() {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (params_.is_frozen(params_.group_of(i))) continue;
+    auto& known = known_[i];
+    std::swap(known.ranges, next_ranges_[i]);
+    const size_t count = 2 + state_[i].size();
+    known.tensors.resize(count);
+    known.versions.resize(count);
+    auto note = [&](size_t k, const at::Tensor& t) {
+      known.tensors[k] = t.defined() ? identity(t) : nullptr;
+      known.versions[k] = t.defined() ? version(t) : 0;
+    };
+    note(0, params_.tensor(i));
+    note(1, velocity_[i]);
+    for (size_t s = 0; s < state_[i].size(); ++s) note(2 + s, state_[i][s]);
+  }
+}
+
+bool UpdateEngine::dry_run(size_t index, const ParamTensors& live, const ChainSettings& chain,
+                           bool fused) {
+  auto& pending = pending_[index];
+  auto copy = [](const at::Tensor& t) { return t.detach().clone(at::MemoryFormat::Contiguous); };
+  pending.param = copy(live.param);
+  pending.velocity = live.velocity ? copy(*live.velocity) : at::Tensor();
+  pending.slots.clear();
+  for (const auto& slot : *live.slots) pending.slots.push_back(copy(slot));
+  ParamTensors target = live;
+  target.param = pending.param;
+  target.velocity = live.velocity ? &pending.velocity : nullptr;
+  target.slots = &pending.slots;
+  rule_->update(target, chain, fused);
+  auto& ranges = next_ranges_[index];
+  const auto names = rule_->state_names();
+  std::string bad;
+  ranges.param = observed_range(pending.param);
+  if (!is_finite(ranges.param)) bad = "its new value";
+  ranges.velocity = observed_range(pending.velocity);
+  if (bad.empty() && !is_finite(ranges.velocity)) bad = "its velocity";
+  for (size_t s = 0; s < pending.slots.size(); ++s) {
+    ranges.slots[s] = observed_range(pending.slots[s]);
+    if (bad.empty() && !is_finite(ranges.slots[s])) bad = "its state '" + names[s] + "'";
+  }
+  if (bad.empty()) return true;
+  for (auto& p : pending_) p = Pending{};
+  skip("the update of parameter '" + params_.name(index) + "' is not finite (" + bad + ")");
+  return false;
+}
+
 bool UpdateEngine::apply(const std::vector<at::Tensor>& grads, const std::vector<at::Tensor>& hvs,
                          bool already_clipped, bool nesterov) {
   if (!read_gradients(grads, hvs)) return false;
@@ -364,33 +544,49 @@ bool UpdateEngine::apply(const std::vector<at::Tensor>& grads, const std::vector
   schedule_factors_.resize(group_options_.size());
   for (size_t g = 0; g < schedule_factors_.size(); ++g) schedule_factors_[g] = schedule_factor(g);
   compute_clip_scales(grads, already_clipped);
-  size_t group = params_.group_count();  // none yet
-  ChainSettings chain;
-  for (size_t i = 0; i < params_.size(); ++i) {
-    if (params_.is_frozen(params_.group_of(i))) continue;
-    const auto& options = group_options_[params_.group_of(i)];
-    if (params_.group_of(i) != group) {
-      group = params_.group_of(i);
-      rule_->begin_update(options, update_count_ + 1);
-      chain.clip_elem = already_clipped ? 0.0 : options.max_gradient_elem();
-      chain.momentum = options.momentum();
-      chain.nesterov = nesterov || options.nesterov();
-      chain.update_scale = schedule_factors_[group];
-      const double rate = rule_->uses_learning_rate() ? options.learning_rate() : 1.0;
-      chain.decay = rate * schedule_factors_[group] * options.weight_decay();
-    }
-    ParamTensors target;
-    target.index = i;
-    target.param = params_.tensor(i);
-    target.grad = grads[i];
-    if (!hvs.empty()) target.hv = hvs[i];
-    target.velocity = velocity_[i].defined() ? &velocity_[i] : nullptr;
-    target.slots = &state_[i];
-    chain.grad_scale = clip_scales_[i];
-    rule_->update(target, chain, options.fused());
-    // The fused kernels write through raw pointers; tell autograd the tensor changed.
-    torch::autograd::impl::bump_version(target.param);
-  }
+  // The guard judges every parameter before any changes: by the ranges of its inputs when
+  // they prove the update finite (then it runs in place, in one pass), otherwise by running
+  // it on copies and reading what it would write.
+  size_t begun = params_.group_count();  // the group whose rule constants are built: none
+  const bool judged = for_each_update(
+      already_clipped, nesterov, begun,
+      [&](size_t i, const ChainSettings& chain, const Options& options) {
+        refresh_ranges(i);
+        const auto target = live_target(i, grads, hvs);
+        auto& ranges = next_ranges_[i];
+        ranges.param = known_[i].ranges.param;
+        ranges.velocity = known_[i].ranges.velocity;
+        std::copy(known_[i].ranges.slots.begin(), known_[i].ranges.slots.end(),
+                  ranges.slots.begin());
+        const Range grad{-grad_norms_[i], grad_norms_[i]};
+        const Range hv{-hv_norms_[i], hv_norms_[i]};
+        proven_[i] = rule_->bound(chain, target.param.scalar_type(), grad, hv, ranges);
+        if (proven_[i]) return true;
+        const bool fused =
+            options.fused() && rule_->updates_only_target() && fused_eligible(target);
+        return dry_run(i, target, chain, fused);
+      });
+  if (!judged) return false;
+  for_each_update(already_clipped, nesterov, begun,
+                  [&](size_t i, const ChainSettings& chain, const Options& options) {
+                    const auto target = live_target(i, grads, hvs);
+                    if (proven_[i]) {
+                      rule_->update(target, chain, options.fused());
+                    } else {
+                      auto& pending = pending_[i];
+                      target.param.copy_(pending.param);
+                      if (target.velocity) target.velocity->copy_(pending.velocity);
+                      for (size_t s = 0; s < pending.slots.size(); ++s) {
+                        (*target.slots)[s].copy_(pending.slots[s]);
+                      }
+                      pending = Pending{};
+                    }
+                    // The fused kernels write through raw pointers; tell autograd the
+                    // tensors changed (and the guard, which reads their versions).
+                    torch::autograd::impl::bump_version(target.param);
+                    return true;
+                  });
+  record_ranges();
   ++update_count_;
   last_update_applied_ = true;
   return true;
@@ -549,6 +745,11 @@ void UpdateEngine::read_settings_and_window(torch::serialize::InputArchive& arch
     } catch (const std::invalid_argument& error) {
       mismatch(std::string("its settings do not fit: ") + error.what());
     }
+  }
+  try {
+    check_degenerate_settings(restored);
+  } catch (const std::invalid_argument& error) {
+    mismatch(std::string("its settings do not fit: ") + error.what());
   }
   snapshot.window_count = read_value(archive, "window_count").toInt();
   if (snapshot.window_count == 0) return;

@@ -102,6 +102,25 @@ class UpdateEngine {
                                 EngineSnapshot& snapshot) const;
   // The one read of each gradient: false (after skip()) when one is not finite.
   bool read_gradients(const std::vector<at::Tensor>& grads, const std::vector<at::Tensor>& hvs);
+  // Refuses settings whose arithmetic degenerates for the dtypes of each group's parameters
+  // (a learning rate infinite in float32, an ε a rule divides by that is 0, ...).
+  void check_degenerate_settings(const std::vector<Options>& options) const;
+  // Calls visit(index, chain, options) for each parameter that updates, in order, each
+  // group's rule constants begun (UpdateRule::begin_update) before its first parameter
+  // unless `begun` is that group already (then it becomes the last group's); stops at the
+  // first visit that returns false, and returns whether none did.
+  template <typename Visit>
+  bool for_each_update(bool already_clipped, bool nesterov, size_t& begun, Visit&& visit);
+  ParamTensors live_target(size_t index, const std::vector<at::Tensor>& grads,
+                           const std::vector<at::Tensor>& hvs);
+  // The guard (docs/architecture.md, "The guard"): whether the ranges it knows for parameter
+  // `index` still describe its tensors; if not, reads them once.
+  void refresh_ranges(size_t index);
+  // The checked path of one parameter: the update on copies of its tensors, kept in
+  // pending_ when every value is finite; otherwise skip() and false.
+  bool dry_run(size_t index, const ParamTensors& live, const ChainSettings& chain, bool fused);
+  // After an update: the ranges and versions of what it wrote.
+  void record_ranges();
 
   std::string name_;
   Params params_;
@@ -110,6 +129,23 @@ class UpdateEngine {
   std::vector<std::vector<at::Tensor>> state_;
   std::vector<at::Tensor> velocity_;
   std::vector<double> grad_norms_;  // members, so that an update allocates nothing
+  std::vector<double> hv_norms_;
+  // The guard, per parameter: the ranges of its tensors as the last update left them, and
+  // which tensors (and versions) they describe; a change by anyone else shows in the version.
+  struct Known {
+    bool valid = false;
+    StateRanges ranges;
+    std::vector<const void*> tensors;  // param, velocity, slots
+    std::vector<int64_t> versions;
+  };
+  std::vector<Known> known_;
+  std::vector<StateRanges> next_ranges_;  // what the update in progress writes
+  std::vector<char> proven_;              // per parameter: provably finite, updated in place
+  struct Pending {                        // the checked path's results, not yet committed
+    at::Tensor param, velocity;
+    std::vector<at::Tensor> slots;
+  };
+  std::vector<Pending> pending_;
   std::vector<double> clip_scales_;
   std::vector<double> schedule_factors_;  // per group, for the update in progress
   std::vector<at::Tensor> window_;

@@ -1,9 +1,11 @@
 #pragma once
 // The arithmetic a rule's update body may use besides + − × ÷ and comparisons,
 // written once for the two kinds of value the body runs on: one element (float or
-// double, in the fused CPU kernel) and a whole tensor (the tensor-op reference).
+// double, in the fused CPU kernel) and a whole tensor (the tensor-op reference). The update
+// guard runs the same body on ranges of values (downhill/detail/interval.h).
 
 #include <ATen/ATen.h>
+#include <downhill/detail/interval.h>
 
 #include <cmath>
 #include <concepts>

@@ -76,7 +76,8 @@ class Optimizer {
   /// std::invalid_argument, updating nothing, if any gradient does not match its
   /// parameter (count, shape, dtype, device). Returns false, updating nothing
   /// (parameters and state stay exactly as they were), if any gradient holds a
-  /// NaN or an infinity; a warning is logged.
+  /// NaN or an infinity, or if the update would write one into any parameter or state
+  /// tensor (docs/guide.md, "Guarantees"); a warning is logged.
   bool apply(const std::vector<torch::Tensor>& grads);
   /// As apply(grads), with the Hessian-vector products ESGD needs (others ignore them).
   bool apply(const std::vector<torch::Tensor>& grads,
@@ -162,6 +163,9 @@ class Optimizer {
   /// The fused path for parameter `index`: does clipping (`clip_elem` > 0: clamp;
   /// otherwise multiply by `grad_scale`), the rule and momentum in one pass.
   /// Returns false when it does not apply, and the reference path runs instead.
+  /// Not called at present: it would write the live tensors before the update guard can
+  /// check their values, so a subclass's updates run compute_update on copies, checked and
+  /// then copied back (docs/guide.md, "Guarantees").
   // (Parameter names are comments here so that users' -Wextra builds stay quiet.)
   virtual bool fused_update(size_t /*index*/, const torch::Tensor& /*grad*/,
                             const torch::Tensor& /*hv*/, double /*grad_scale*/,

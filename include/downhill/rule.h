@@ -36,7 +36,17 @@
 //     the learning rate (as ADADELTA's), so weight decay adds λ·p rather than lr·λ·p;
 //   - `using Settings = S;` (S a struct declared outside the template, so that it is one
 //     type for every V) and a constructor `(const RuleContext&, const Settings&)`:
-//     settings of the rule's own, given to register_rule.
+//     settings of the rule's own, given to register_rule;
+//   - `static void check_options(const downhill::Options&, at::ScalarType dtype)`: throws
+//     std::invalid_argument for settings whose arithmetic degenerates for parameters of
+//     `dtype` (an ε the body divides by that is 0, ...), at build and change_options;
+//   - `static constexpr bool kBounded = false`: the body uses more than the operations
+//     above, so the update guard cannot run it on ranges of values (V = Interval<T>,
+//     downhill/detail/interval.h); each update then takes the guard's checked path.
+// The update guard runs the body a third way, on the ranges [lo, hi] of its inputs, to prove
+// that an update writes finite values only before it runs in place; an update it cannot
+// prove runs on copies first, and one that would write a NaN or an infinity changes nothing
+// (apply() returns false).
 // docs/guide.md ("Writing your own algorithm") has a complete example; so does
 // examples/custom_rule.cpp. The fused kernel is compiled in your code, with your flags:
 // -O3 (or -O2 -ftree-vectorize) vectorizes it, and -ffp-contract=off keeps the compiler

@@ -11,6 +11,9 @@ struct Adadelta {
   static constexpr const char* name = "ADADELTA";
   static constexpr std::array<const char*, 2> state = {"G", "X"};
   static constexpr bool kUsesLearningRate = false;  // weight decay is then λ·p
+  static void check_options(const Options& options, at::ScalarType dtype) {
+    refuse::unless_regularizer_normal(name, options, dtype);
+  }
 
   V eps, gamma, rest;
   explicit Adadelta(const RuleContext& c)

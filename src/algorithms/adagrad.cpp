@@ -9,6 +9,9 @@ template <typename V>
 struct Adagrad {
   static constexpr const char* name = "ADAGRAD";
   static constexpr std::array<const char*, 1> state = {"G"};
+  static void check_options(const Options& options, at::ScalarType dtype) {
+    refuse::unless_regularizer_normal(name, options, dtype);
+  }
 
   V lr, eps;
   explicit Adagrad(const RuleContext& c)

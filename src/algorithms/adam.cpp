@@ -12,6 +12,11 @@ template <typename V>
 struct Adam {
   static constexpr const char* name = "Adam";
   static constexpr std::array<const char*, 2> state = {"m", "v"};
+  static void check_options(const Options& options, at::ScalarType dtype) {
+    refuse::unless_regularizer_normal(name, options, dtype);
+    refuse::unless_weight_below_one(name, "beta1_halflife", options.beta1_halflife());
+    refuse::unless_weight_below_one(name, "beta2_halflife", options.beta2_halflife());
+  }
 
   V lr, eps, beta1, rest1, beta2, rest2, correction1, correction2;
   explicit Adam(const RuleContext& c) {

@@ -4,7 +4,11 @@
 
 #include <downhill/rule.h>
 
+#include <cmath>
+#include <limits>
 #include <memory>
+#include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -17,6 +21,64 @@ namespace downhill::detail {
 #define DOWNHILL_DECLARE_BUILTIN(id) std::unique_ptr<UpdateRule> make_##id##_rule();
 DOWNHILL_BUILTIN_ALGORITHMS(DOWNHILL_DECLARE_BUILTIN)
 #undef DOWNHILL_DECLARE_BUILTIN
+
+/// Settings the built-in rules refuse when their arithmetic degenerates (a rule's static
+/// check_options, which the engine calls for each dtype of the parameters).
+namespace refuse {
+
+/// "float32" or "float64".
+inline std::string dtype_name(at::ScalarType dtype) {
+  return dtype == at::kFloat ? "float32" : "float64";
+}
+
+inline std::string number(double value) {
+  std::ostringstream text;
+  text << value;
+  return text.str();
+}
+
+[[noreturn]] inline void setting(const char* rule, const char* name, double value,
+                                 const std::string& why, const std::string& allowed) {
+  throw std::invalid_argument("downhill: setting " + std::string(name) + " = " + number(value) +
+                              " is invalid for " + rule + "; " + why + "; allowed: " + allowed);
+}
+
+/// `value` must stay finite once rounded to the parameters' dtype (1e39 is infinite in
+/// float32).
+inline void unless_finite_in(const char* rule, const char* name, double value,
+                             at::ScalarType dtype) {
+  if (dtype != at::kFloat || std::isfinite(static_cast<float>(value))) return;
+  setting(rule, name, value, "it is infinite once rounded to float32, the parameters' dtype",
+          "at most " + number(std::numeric_limits<float>::max()) + " for float32 parameters");
+}
+
+/// For a rule that divides by the rms_regularizer ε: ε must be a normal number of the
+/// parameters' dtype (not 0, and not a denormal that flush-to-zero arithmetic makes 0).
+inline void unless_regularizer_normal(const char* rule, const Options& options,
+                                      at::ScalarType dtype) {
+  const double eps = options.rms_regularizer();
+  const double smallest =
+      dtype == at::kFloat ? std::numeric_limits<float>::min() : std::numeric_limits<double>::min();
+  if (eps < smallest) {
+    setting(rule, "rms_regularizer", eps,
+            "the update divides by it, and it is " +
+                std::string(eps == 0 ? "0" : "below the smallest normal " + dtype_name(dtype)),
+            "a number >= " + number(smallest) + " for " + dtype_name(dtype) + " parameters");
+  }
+  unless_finite_in(rule, "rms_regularizer", eps, dtype);
+}
+
+/// For a rule that divides by 1 − βᵗ (a bias correction): β = exp(−ln 2 / halflife) must be
+/// below 1 in double precision.
+inline void unless_weight_below_one(const char* rule, const char* name, double halflife) {
+  if (ewma_weight(halflife) < 1.0) return;
+  setting(rule, name, halflife,
+          "its weight exp(-ln 2 / halflife) rounds to 1 in double precision, so the bias "
+          "correction 1 - weight^t is 0 and the update divides by it",
+          "a half-life below 1.2e16 updates");
+}
+
+}  // namespace refuse
 
 /// Defines make_<id>_rule() for the rule template `Rule`, in the rule's file.
 #define DOWNHILL_DEFINE_BUILTIN(id, Rule) \

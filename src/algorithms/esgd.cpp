@@ -10,6 +10,9 @@ template <typename V>
 struct Esgd {
   static constexpr const char* name = "ESGD";
   static constexpr std::array<const char*, 1> state = {"D"};
+  static void check_options(const Options& options, at::ScalarType dtype) {
+    refuse::unless_regularizer_normal(name, options, dtype);
+  }
 
   V lr, eps, gamma, rest;
   explicit Esgd(const RuleContext& c)

@@ -10,6 +10,9 @@ template <typename V>
 struct RmsProp {
   static constexpr const char* name = "RMSProp";
   static constexpr std::array<const char*, 2> state = {"f", "G"};
+  static void check_options(const Options& options, at::ScalarType dtype) {
+    refuse::unless_regularizer_normal(name, options, dtype);
+  }
 
   V lr, eps, gamma, rest, zero;
   explicit RmsProp(const RuleContext& c)

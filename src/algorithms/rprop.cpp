@@ -14,6 +14,10 @@ struct RProp {
   static double initial_value(size_t slot, const Options& options) {
     return slot == 1 ? options.learning_rate() : 0.0;
   }
+  static void check_options(const Options& options, at::ScalarType dtype) {
+    refuse::unless_finite_in(name, "rprop_increase", options.rprop_increase(), dtype);
+    refuse::unless_finite_in(name, "rprop_max_step", options.rprop_max_step(), dtype);
+  }
 
   V increase, decrease, min_step, max_step, zero, one;
   explicit RProp(const RuleContext& c)

@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <downhill/detail/interval.h>
 #include <downhill/lanes.h>
 #include <downhill/options.h>
 #include <downhill/rule_context.h>
@@ -45,6 +46,20 @@ struct ParamTensors {
   std::vector<at::Tensor>* slots = nullptr;
 };
 
+/// The closed range [lo, hi] the elements of a tensor lie in (the update guard's view).
+struct Range {
+  double lo = 0.0;
+  double hi = 0.0;
+};
+
+/// The ranges of one parameter's values, velocity and state slots: before an update, what
+/// the guard knows; after UpdateRule::bound, what the update writes.
+struct StateRanges {
+  Range param;
+  Range velocity;
+  std::vector<Range> slots;
+};
+
 /// What the update engine asks of an algorithm. RuleRunner<Rule> implements it for a
 /// rule type; the engine owns one per optimizer.
 class UpdateRule {
@@ -65,6 +80,19 @@ class UpdateRule {
   virtual void begin_update(const Options& options, int64_t update) = 0;
   /// Runs the chain over one parameter: fused when `fused` and the tensors allow it.
   virtual void update(const ParamTensors& target, const ChainSettings& chain, bool fused) = 0;
+  /// The update guard: given the ranges of the (clipped-to-be) gradient and Hessian-vector
+  /// product and `ranges` of the parameter's tensors, whether update() provably writes finite
+  /// values only; if so, `ranges` becomes the ranges of what it writes. After begin_update.
+  /// False (the default) sends the parameter to the guard's checked path.
+  virtual bool bound(const ChainSettings& /*chain*/, at::ScalarType /*dtype*/, Range /*grad*/,
+                     Range /*hv*/, StateRanges& /*ranges*/) {
+    return false;
+  }
+  /// Whether update() writes the target's tensors only, so that it can run on copies.
+  virtual bool updates_only_target() const { return false; }
+  /// Throws std::invalid_argument for settings whose arithmetic degenerates for parameters
+  /// of `dtype` (an ε the rule divides by that is 0 in that dtype, ...).
+  virtual void check_options(const Options& /*options*/, at::ScalarType /*dtype*/) const {}
 };
 
 /// Whether this CPU (and its operating system) runs AVX2 code; checked once.
@@ -455,6 +483,25 @@ class RuleRunner final : public UpdateRule {
     double_rule_.emplace(make<double>(RuleContext(options, update, at::kDouble)));
   }
 
+  bool updates_only_target() const override { return true; }
+
+  void check_options(const Options& options, at::ScalarType dtype) const override {
+    if constexpr (requires { Rule<float>::check_options(options, dtype); }) {
+      Rule<float>::check_options(options, dtype);
+    }
+  }
+
+  bool bound(const ChainSettings& chain, at::ScalarType dtype, Range grad, Range hv,
+             StateRanges& ranges) override {
+    if constexpr (kBounded) {
+      const RuleContext context(*options_, update_, dtype);
+      if (dtype == at::kFloat) return bound_as<float>(chain, context, dtype, grad, hv, ranges);
+      return bound_as<double>(chain, context, dtype, grad, hv, ranges);
+    } else {
+      return false;
+    }
+  }
+
   void update(const ParamTensors& target, const ChainSettings& chain, bool fused) override {
     const auto dtype = target.param.scalar_type();
     const RuleContext context(*options_, update_, dtype);
@@ -473,6 +520,79 @@ class RuleRunner final : public UpdateRule {
   }
 
  private:
+  // Whether the guard runs the rule's body on intervals: unless the rule says
+  // `static constexpr bool kBounded = false` (a body using more than downhill/lanes.h).
+  static constexpr bool kBounded = [] {
+    if constexpr (requires { Rule<float>::kBounded; }) {
+      return static_cast<bool>(Rule<float>::kBounded);
+    } else {
+      return true;
+    }
+  }();
+
+  template <typename T>
+  bool bound_as(const ChainSettings& settings, const RuleContext& context, at::ScalarType dtype,
+                Range grad, Range hv, StateRanges& ranges) const {
+    bool proven = false;
+    with_chain<Interval<T>>(
+        make<Interval<T>>(context), settings, context, dtype,
+        [&](const auto& chain) { proven = bound_chain(chain, grad, hv, ranges); });
+    return proven;
+  }
+
+  // A range in sign-definite pieces: one, or [lo, 0] and [0, hi]. Run on each piece, the
+  // body's g·g (and u·u of an update proportional to g) is a range >= 0, as the square is.
+  static int split_by_sign(Range range, std::array<Range, 2>& pieces) {
+    if (range.lo >= 0 || range.hi <= 0) {
+      pieces[0] = range;
+      return 1;
+    }
+    pieces[0] = {range.lo, 0.0};
+    pieces[1] = {0.0, range.hi};
+    return 2;
+  }
+
+  template <typename ChainT>
+  static bool bound_chain(const ChainT& chain, Range grad, Range hv, StateRanges& ranges) {
+    using I = typename ChainT::State::value_type;
+    if (ranges.slots.size() != ChainT::kSlots) return false;
+    std::array<Range, 2> grads, hvs;
+    const int grad_pieces = split_by_sign(grad, grads);
+    const int hv_pieces = ChainT::kHessian ? split_by_sign(hv, hvs) : 1;
+    if (!ChainT::kHessian) hvs[0] = {};
+    I p_out, w_out;
+    typename ChainT::State slots_out;
+    bool first = true;
+    for (int a = 0; a < grad_pieces; ++a) {
+      for (int b = 0; b < hv_pieces; ++b) {
+        I p = I::exact(ranges.param.lo, ranges.param.hi);
+        I w;
+        if constexpr (ChainT::kUsesVelocity) w = I::exact(ranges.velocity.lo, ranges.velocity.hi);
+        typename ChainT::State state;
+        for (size_t k = 0; k < ChainT::kSlots; ++k) {
+          state[k] = I::exact(ranges.slots[k].lo, ranges.slots[k].hi);
+        }
+        chain(I::exact(grads[a].lo, grads[a].hi), I::exact(hvs[b].lo, hvs[b].hi), p, w, state);
+        p_out = first ? p : hull(p_out, p);
+        if constexpr (ChainT::kUsesVelocity) w_out = first ? w : hull(w_out, w);
+        for (size_t k = 0; k < ChainT::kSlots; ++k) {
+          slots_out[k] = first ? state[k] : hull(slots_out[k], state[k]);
+        }
+        first = false;
+      }
+    }
+    if (!p_out.ok() || !w_out.ok()) return false;
+    for (size_t k = 0; k < ChainT::kSlots; ++k) {
+      if (!slots_out[k].ok()) return false;
+    }
+    ranges.param = {p_out.lo(), p_out.hi()};
+    if constexpr (ChainT::kUsesVelocity) ranges.velocity = {w_out.lo(), w_out.hi()};
+    for (size_t k = 0; k < ChainT::kSlots; ++k) {
+      ranges.slots[k] = {slots_out[k].lo(), slots_out[k].hi()};
+    }
+    return true;
+  }
+
   template <typename V>
   Rule<V> make(const RuleContext& context) const {
     if constexpr (std::is_same_v<Settings, NoSettings>) {
