@@ -18,19 +18,6 @@
 
 namespace {
 
-struct Mlp : torch::nn::Module {
-  Mlp() {
-    // One layer per statement: the arguments of a single call are evaluated in an
-    // unspecified order, which would make the initial weights compiler-dependent.
-    hidden = register_module("hidden", torch::nn::Linear(digits::kPixels, 128));
-    output = register_module("output", torch::nn::Linear(128, 10));
-  }
-  torch::Tensor forward(const torch::Tensor& x) { return output(torch::relu(hidden(x))); }
-
-  torch::nn::Linear hidden{nullptr};
-  torch::nn::Linear output{nullptr};
-};
-
 double accuracy(const torch::Tensor& logits, const torch::Tensor& labels) {
   return logits.argmax(1).eq(labels).to(torch::kDouble).mean().item<double>();
 }
@@ -54,20 +41,11 @@ int main(int argc, char** argv) try {
 
   torch::manual_seed(0);
   const auto images = digits::load(path);
-  const int64_t count = images.labels.size(0), valid_count = count / 5;
-  const auto order = torch::randperm(count);
-  const auto valid_index = order.slice(0, 0, valid_count),
-             train_index = order.slice(0, valid_count);
-  const auto x_train = images.pixels.index_select(0, train_index);
-  const auto y_train = images.labels.index_select(0, train_index);
-  const auto x_valid = images.pixels.index_select(0, valid_index);
-  const auto y_valid = images.labels.index_select(0, valid_index);
+  const auto [x_train, y_train, x_valid, y_valid] = digits::hold_out_fifth(images);
 
-  auto model = std::make_shared<Mlp>();
-  auto loss = [&](const downhill::Batch& batch) -> downhill::Evaluation {
-    const auto logits = model->forward(batch[0]);
-    return {torch::nn::functional::cross_entropy(logits, batch[1]),
-            {{"acc", logits.argmax(1).eq(batch[1]).to(torch::kFloat).mean()}}};
+  auto model = std::make_shared<digits::Mlp>();
+  auto loss = [&](const downhill::Batch& batch) {
+    return digits::classification_loss(*model, batch);
   };
 
   downhill::Dataset train(
@@ -94,7 +72,7 @@ int main(int argc, char** argv) try {
   const double trained = accuracy(model->forward(x_valid), y_valid);
   std::cout << std::fixed << std::setprecision(4) << "validation accuracy: " << chance
             << " before training, " << trained << " after (" << x_train.size(0)
-            << " training images, " << valid_count << " held out)\n";
+            << " training images, " << x_valid.size(0) << " held out)\n";
   // An MLP of this size reaches about 0.97 on held-out digits; far below means training failed.
   if (!(trained > 0.9)) {
     std::cerr << "digits_classifier: validation accuracy " << trained << " is below 0.9\n";

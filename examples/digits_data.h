@@ -1,6 +1,7 @@
 #pragma once
 // The 8×8 handwritten digits that Debian's python3-sklearn ships (1 797 images: 64 pixel
 // values 0–16, then the label, per line of a gzip-compressed CSV), for the examples.
+#include <downhill/downhill.h>
 #include <torch/torch.h>
 #include <zlib.h>
 
@@ -69,6 +70,42 @@ inline Images load(const std::string& path = kDefaultPath) {
   if (rows == 0) throw std::runtime_error("no images in " + path);
   return {torch::from_blob(pixels.data(), {rows, kPixels}, torch::kFloat32).clone(),
           torch::tensor(labels, torch::kInt64)};
+}
+
+/// A random fifth of the images held out for validation (drawn from LibTorch's global
+/// generator), the rest for training.
+struct Split {
+  torch::Tensor x_train, y_train, x_valid, y_valid;
+};
+
+inline Split hold_out_fifth(const Images& images) {
+  const int64_t count = images.labels.size(0), valid_count = count / 5;
+  const auto order = torch::randperm(count);
+  const auto valid_index = order.slice(0, 0, valid_count),
+             train_index = order.slice(0, valid_count);
+  return {images.pixels.index_select(0, train_index), images.labels.index_select(0, train_index),
+          images.pixels.index_select(0, valid_index), images.labels.index_select(0, valid_index)};
+}
+
+/// The classifiers' MLP, 64 → 128 → 10. One layer per statement: the arguments of a single
+/// call are evaluated in an unspecified order, which would make the initial weights
+/// compiler-dependent.
+struct Mlp : torch::nn::Module {
+  Mlp() {
+    hidden = register_module("hidden", torch::nn::Linear(kPixels, 128));
+    output = register_module("output", torch::nn::Linear(128, 10));
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return output(torch::relu(hidden(x))); }
+
+  torch::nn::Linear hidden{nullptr};
+  torch::nn::Linear output{nullptr};
+};
+
+/// Cross-entropy with the batch's accuracy as the monitor "acc".
+inline downhill::Evaluation classification_loss(Mlp& model, const downhill::Batch& batch) {
+  const auto logits = model.forward(batch[0]);
+  return {torch::nn::functional::cross_entropy(logits, batch[1]),
+          {{"acc", logits.argmax(1).eq(batch[1]).to(torch::kFloat).mean()}}};
 }
 
 }  // namespace digits

@@ -24,21 +24,6 @@
 
 #include "digits_data.h"
 
-namespace {
-
-struct Mlp : torch::nn::Module {
-  Mlp() {
-    hidden = register_module("hidden", torch::nn::Linear(digits::kPixels, 128));
-    output = register_module("output", torch::nn::Linear(128, 10));
-  }
-  torch::Tensor forward(const torch::Tensor& x) { return output(torch::relu(hidden(x))); }
-
-  torch::nn::Linear hidden{nullptr};
-  torch::nn::Linear output{nullptr};
-};
-
-}  // namespace
-
 int main(int argc, char** argv) try {
   int64_t epochs = 30;
   std::string path = digits::kDefaultPath;
@@ -58,20 +43,11 @@ int main(int argc, char** argv) try {
 
   torch::manual_seed(0);  // the same held-out fifth on every rank
   const auto images = digits::load(path);
-  const int64_t count = images.labels.size(0), valid_count = count / 5;
-  const auto order = torch::randperm(count);
-  const auto valid_index = order.slice(0, 0, valid_count),
-             train_index = order.slice(0, valid_count);
-  const auto x_train = images.pixels.index_select(0, train_index);
-  const auto y_train = images.labels.index_select(0, train_index);
-  const auto x_valid = images.pixels.index_select(0, valid_index);
-  const auto y_valid = images.labels.index_select(0, valid_index);
+  const auto [x_train, y_train, x_valid, y_valid] = digits::hold_out_fifth(images);
 
-  auto model = std::make_shared<Mlp>();
-  auto loss = [&](const downhill::Batch& batch) -> downhill::Evaluation {
-    const auto logits = model->forward(batch[0]);
-    return {torch::nn::functional::cross_entropy(logits, batch[1]),
-            {{"acc", logits.argmax(1).eq(batch[1]).to(torch::kFloat).mean()}}};
+  auto model = std::make_shared<digits::Mlp>();
+  auto loss = [&](const downhill::Batch& batch) {
+    return digits::classification_loss(*model, batch);
   };
   auto opt = downhill::build("adam", loss, model->named_parameters(),
                              downhill::Options()
