@@ -51,6 +51,8 @@
 #include <string>
 #include <vector>
 
+#include "arguments.h"
+
 namespace {
 
 constexpr double kLearningRate = 1e-3;
@@ -341,14 +343,6 @@ void print_tables(const std::vector<Result>& results, const Settings& settings, 
   std::cout << parity;
 }
 
-std::vector<int64_t> parse_sizes(const std::string& text) {
-  std::vector<int64_t> sizes;
-  std::stringstream stream(text);
-  std::string item;
-  while (std::getline(stream, item, ',')) sizes.push_back(static_cast<int64_t>(std::stod(item)));
-  return sizes;
-}
-
 Settings parse(int argc, char** argv) {
   Settings settings;
   for (int i = 1; i < argc; ++i) {
@@ -361,7 +355,7 @@ Settings parse(int argc, char** argv) {
     } else if (key == "--rounds") {
       settings.rounds = std::stoi(value);
     } else if (key == "--sizes") {
-      settings.sizes = parse_sizes(value);
+      settings.sizes = bench::parse_list(value);
     } else if (key == "--min-seconds") {
       settings.min_seconds = std::stod(value);
     } else if (key == "--parity-size") {

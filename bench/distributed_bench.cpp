@@ -50,6 +50,8 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <vector>
 
+#include "arguments.h"
+
 namespace {
 
 constexpr double kLearningRate = 1e-3;
@@ -190,14 +192,6 @@ std::string run_size(int64_t n, int64_t steps, int64_t warmup, const Settings& s
   return out.str();
 }
 
-std::vector<int64_t> parse_list(const std::string& text) {
-  std::vector<int64_t> values;
-  std::stringstream stream(text);
-  std::string item;
-  while (std::getline(stream, item, ',')) values.push_back(static_cast<int64_t>(std::stod(item)));
-  return values;
-}
-
 Settings parse(int argc, char** argv) {
   Settings settings;
   for (int i = 1; i < argc; ++i) {
@@ -206,11 +200,11 @@ Settings parse(int argc, char** argv) {
     const std::string key = argument.substr(0, equals);
     const std::string value = equals == std::string::npos ? "" : argument.substr(equals + 1);
     if (key == "--sizes") {
-      settings.sizes = parse_list(value);
+      settings.sizes = bench::parse_list(value);
     } else if (key == "--steps") {
-      settings.steps = parse_list(value);
+      settings.steps = bench::parse_list(value);
     } else if (key == "--warmup") {
-      settings.warmup = parse_list(value);
+      settings.warmup = bench::parse_list(value);
     } else if (key == "--batch") {
       settings.batch = std::stoll(value);
     } else {

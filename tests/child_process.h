@@ -44,6 +44,28 @@ inline Child spawn_child(const std::vector<std::string>& argv) {
   return child;
 }
 
+/// Starts `argv[0]` with `argv` and the environment `env` ("NAME=value" entries), its stdout
+/// and stderr written to the file `log`; returns its process id, or throws std::runtime_error.
+inline pid_t spawn_logged(std::vector<std::string> argv, std::vector<std::string> env,
+                          const std::string& log) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  std::vector<char*> arg_pointers, env_pointers;
+  for (auto& a : argv) arg_pointers.push_back(a.data());
+  arg_pointers.push_back(nullptr);
+  for (auto& e : env) env_pointers.push_back(e.data());
+  env_pointers.push_back(nullptr);
+  pid_t pid = -1;
+  const int rc = posix_spawn(&pid, argv[0].c_str(), &actions, nullptr, arg_pointers.data(),
+                             env_pointers.data());
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) throw std::runtime_error("cannot start " + argv[0]);
+  return pid;
+}
+
 /// Reads the child's output until `done(text)` holds or the pipe closes.
 inline std::string read_until(int fd, std::string text,
                               const std::function<bool(const std::string&)>& done) {

@@ -8,7 +8,6 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
@@ -23,9 +22,8 @@
 #include <thread>
 #include <vector>
 
+#include "child_process.h"
 #include "test_support.h"
-
-extern char** environ;
 
 namespace {
 
@@ -88,20 +86,7 @@ Rank start(const TemporaryFolder& folder, const std::string& label, int rank, in
   argv.push_back(child.out);
   argv.insert(argv.end(), args.begin() + 2, args.end());
   if (world == 0) argv.push_back("distributed=0");
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, child.log.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  std::vector<char*> arg_pointers, env_pointers;
-  for (auto& a : argv) arg_pointers.push_back(a.data());
-  arg_pointers.push_back(nullptr);
-  for (auto& e : env) env_pointers.push_back(e.data());
-  env_pointers.push_back(nullptr);
-  const int rc = posix_spawn(&child.pid, argv[0].c_str(), &actions, nullptr, arg_pointers.data(),
-                             env_pointers.data());
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) throw std::runtime_error("cannot start " + argv[0]);
+  child.pid = downhill::testing::spawn_logged(std::move(argv), std::move(env), child.log);
   return child;
 }
 
