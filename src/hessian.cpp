@@ -98,14 +98,15 @@ torch::Tensor clip_in_graph(const torch::Tensor& g, const Options& options) {
 
 ClippedProducts clipped_gradients_and_products(const std::vector<torch::Tensor>& grads,
                                                const std::vector<torch::Tensor>& params,
-                                               const Options& options) {
+                                               const std::vector<const Options*>& group_options,
+                                               HvMethod method) {
   ClippedProducts out;
   std::vector<torch::Tensor> probes;
   for (size_t i = 0; i < grads.size(); ++i) {
-    out.grads.push_back(clip_in_graph(grads[i], options));
+    out.grads.push_back(clip_in_graph(grads[i], *group_options.at(i)));
     probes.push_back(torch::randn_like(params[i]));
   }
-  out.hvs = hessian_vector_products(out.grads, params, probes, options.hv_method());
+  out.hvs = hessian_vector_products(out.grads, params, probes, method);
   for (auto& g : out.grads) g = g.detach();
   return out;
 }

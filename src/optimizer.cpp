@@ -293,7 +293,12 @@ Monitors Optimizer::step(const Batch& batch) {
   std::vector<torch::Tensor> hvs;
   // A non-finite loss skips the update; a data-parallel rank still takes part in it.
   if (needs_hv && (std::isfinite(monitors.at("loss")) || parallel())) {
-    auto clipped = detail::clipped_gradients_and_products(grads, tensors(), options());
+    std::vector<const Options*> clipping;  // each parameter's own group's settings
+    for (size_t i = 0; i < grads.size(); ++i) {
+      clipping.push_back(&group_options(params().group_of(i)));
+    }
+    auto clipped =
+        detail::clipped_gradients_and_products(grads, tensors(), clipping, options().hv_method());
     grads = std::move(clipped.grads);
     hvs = std::move(clipped.hvs);
   }

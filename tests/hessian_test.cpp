@@ -170,4 +170,41 @@ TEST(Esgd, StepRunsWithEachHvMethod) {
   }
 }
 
+// ESGD clips each gradient inside the graph with its own parameter group's settings. A linear
+// loss has a zero Hessian, so D stays 0 and, with ε = 1, the step is exactly −lr·clip(g): the
+// clipped gradients show in the parameters. Worked out by hand, with lr = 0.5:
+//   a, group 0, elements clamped to ±0.5: g = (2, −0.3, 0.8) → (0.5, −0.3, 0.5);
+//   b, group 1, norm clipped to 1: g = (3, 4), ‖g‖ = 5 → (0.6, 0.8);
+//   c, group 2, not clipped: g = (2, −3).
+TEST(Esgd, EachParameterIsClippedWithItsOwnGroupsSettings) {
+  auto a = torch::zeros({3}, kDouble).requires_grad_(true);
+  auto b = torch::zeros({2}, kDouble).requires_grad_(true);
+  auto c = torch::zeros({2}, kDouble).requires_grad_(true);
+  const auto ga = torch::tensor({2.0, -0.3, 0.8}, kDouble);
+  const auto gb = torch::tensor({3.0, 4.0}, kDouble);
+  const auto gc = torch::tensor({2.0, -3.0}, kDouble);
+  auto loss = [&](const downhill::Batch&) -> downhill::Evaluation {
+    return (ga * a).sum() + (gb * b).sum() + (gc * c).sum();
+  };
+  downhill::Params params{{"a", a}};
+  params
+      .group({{"b", b}}, [](downhill::Options& o) { o.max_gradient_elem(0).max_gradient_norm(1); })
+      .group({{"c", c}}, [](downhill::Options& o) { o.max_gradient_elem(0).max_gradient_norm(0); });
+  auto opt = downhill::build(
+      "esgd", loss, params,
+      downhill::Options().learning_rate(0.5).rms_regularizer(1.0).max_gradient_elem(0.5));
+  opt->step({});
+  auto expect_step = [](const torch::Tensor& param, const std::vector<double>& clipped,
+                        const std::string& what) {
+    ASSERT_EQ(param.numel(), static_cast<int64_t>(clipped.size())) << what;
+    for (size_t i = 0; i < clipped.size(); ++i) {
+      EXPECT_NEAR(param[static_cast<int64_t>(i)].item<double>(), -0.5 * clipped[i], 1e-12)
+          << what << " element " << i;
+    }
+  };
+  expect_step(a, {0.5, -0.3, 0.5}, "a (group 0: max_gradient_elem 0.5)");
+  expect_step(b, {0.6, 0.8}, "b (group 1: max_gradient_norm 1)");
+  expect_step(c, {2.0, -3.0}, "c (group 2: no clipping)");
+}
+
 }  // namespace
