@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "loop_state.h"
+#include "settings_table.h"
 #include "text.h"
 #include "update_engine.h"
 
@@ -27,8 +28,12 @@ std::vector<std::string> optimizer_lines(const UpdateEngine& engine) {
                     (params.is_frozen(group) ? " (frozen)" : ""));
   }
   for (size_t g = 0; g < params.group_count(); ++g) {
-    for (const auto& [name, value] : engine.group_options(g).settings()) {
-      lines.push_back("group " + std::to_string(g) + " setting " + name + " = " + value);
+    const auto& options = engine.group_options(g);
+    for (const SettingId id : setting_ids()) {
+      const auto& spec = setting_spec(id);
+      if (!spec.agreed) continue;
+      lines.push_back("group " + std::to_string(g) + " setting " + spec.name + " = " +
+                      setting_text(spec, options.value(id)));
     }
   }
   return lines;

@@ -1,8 +1,6 @@
 #include "group_settings.h"
 
 #include <algorithm>
-#include <array>
-#include <functional>
 #include <stdexcept>
 #include <string_view>
 
@@ -12,66 +10,32 @@ namespace downhill::detail {
 
 namespace {
 
-// The settings a group may change: everything that shapes one parameter's update.
-constexpr std::array<std::string_view, 16> kGroupSettings = {"learning_rate",
-                                                             "momentum",
-                                                             "nesterov",
-                                                             "max_gradient_norm",
-                                                             "max_gradient_elem",
-                                                             "rms_halflife",
-                                                             "rms_regularizer",
-                                                             "beta1_halflife",
-                                                             "beta2_halflife",
-                                                             "rprop_increase",
-                                                             "rprop_decrease",
-                                                             "rprop_min_step",
-                                                             "rprop_max_step",
-                                                             "weight_decay",
-                                                             "learning_rate_schedule",
-                                                             "fused"};
-
-bool is_group_setting(std::string_view name) {
-  return std::find(kGroupSettings.begin(), kGroupSettings.end(), name) != kGroupSettings.end();
+bool is_group_setting(const std::string& name) {
+  const auto id = find_setting(name);
+  return id && setting_spec(*id).scope == SettingScope::kGroup;
 }
 
-// A saved update setting: how to read it from and write it into Options.
-struct SavedSetting {
-  const char* name;
-  std::function<double(const Options&)> get;
-  std::function<void(Options&, double)> set;
-};
-
-#define DOWNHILL_SAVED(name)                                                                     \
-  SavedSetting {                                                                                 \
-#name,                                                                                       \
-        [](const Options& o) { return static_cast<double>(o.name()); },                          \
-                                                                     [](Options & o,             \
-                                                                        double v) { o.name(v); } \
+// The settings a checkpoint saves: those the table marks saved, of a type a number holds. Read
+// afresh each time: a rule registered later adds its own.
+std::vector<SettingId> saved_ids() {
+  std::vector<SettingId> out;
+  for (const SettingId id : setting_ids()) {
+    const auto& spec = setting_spec(id);
+    const auto& value = spec.default_value;
+    if (spec.saved &&
+        (std::holds_alternative<bool>(value) || std::holds_alternative<int64_t>(value) ||
+         std::holds_alternative<double>(value))) {
+      out.push_back(id);
+    }
   }
-
-const std::vector<SavedSetting>& saved_settings() {
-  static const std::vector<SavedSetting> settings = {
-      DOWNHILL_SAVED(learning_rate),
-      DOWNHILL_SAVED(momentum),
-      SavedSetting{"nesterov", [](const Options& o) { return o.nesterov() ? 1.0 : 0.0; },
-                   [](Options& o, double v) { o.nesterov(v != 0); }},
-      DOWNHILL_SAVED(max_gradient_norm),
-      DOWNHILL_SAVED(max_gradient_elem),
-      DOWNHILL_SAVED(rms_halflife),
-      DOWNHILL_SAVED(rms_regularizer),
-      DOWNHILL_SAVED(beta1_halflife),
-      DOWNHILL_SAVED(beta2_halflife),
-      DOWNHILL_SAVED(rprop_increase),
-      DOWNHILL_SAVED(rprop_decrease),
-      DOWNHILL_SAVED(rprop_min_step),
-      DOWNHILL_SAVED(rprop_max_step),
-      DOWNHILL_SAVED(weight_decay),
-      DOWNHILL_SAVED(max_gradient_global_norm),
-  };
-  return settings;
+  return out;
 }
 
-#undef DOWNHILL_SAVED
+double as_number(const SettingValue& value) {
+  if (const auto* flag = std::get_if<bool>(&value)) return *flag ? 1.0 : 0.0;
+  if (const auto* integer = std::get_if<int64_t>(&value)) return static_cast<double>(*integer);
+  return std::get<double>(value);
+}
 
 }  // namespace
 
@@ -81,7 +45,10 @@ void check_same_loop_settings(const Options& base, const Options& group_options,
   for (size_t i = 0; i < before.size(); ++i) {
     if (before[i].second == after[i].second || is_group_setting(before[i].first)) continue;
     std::string allowed;
-    for (auto name : kGroupSettings) allowed += (allowed.empty() ? "" : ", ") + std::string(name);
+    for (const SettingId id : setting_ids()) {
+      const auto& spec = setting_spec(id);
+      if (spec.scope == SettingScope::kGroup) allowed += (allowed.empty() ? "" : ", ") + spec.name;
+    }
     throw std::invalid_argument(
         "downhill: parameter group " + std::to_string(group) + " changes " + before[i].first +
         " (" + before[i].second + " to " + after[i].second +
@@ -131,31 +98,37 @@ void check_live_change(const Options& before, const Options& after, const std::s
   }
 }
 
-const std::vector<std::string>& saved_setting_names() {
-  static const std::vector<std::string> names = [] {
-    std::vector<std::string> out;
-    for (const auto& setting : saved_settings()) out.emplace_back(setting.name);
-    return out;
-  }();
-  return names;
+std::vector<std::string> saved_setting_names() {
+  std::vector<std::string> out;
+  for (const SettingId id : saved_ids()) out.push_back(setting_spec(id).name);
+  return out;
 }
 
 at::Tensor settings_values(const Options& options) {
-  const auto& settings = saved_settings();
-  auto values = at::empty({static_cast<int64_t>(settings.size())}, at::kDouble);
+  const auto ids = saved_ids();
+  auto values = at::empty({static_cast<int64_t>(ids.size())}, at::kDouble);
   auto* data = values.data_ptr<double>();
-  for (size_t i = 0; i < settings.size(); ++i) data[i] = settings[i].get(options);
+  for (size_t i = 0; i < ids.size(); ++i) data[i] = as_number(options.value(ids[i]));
   return values;
 }
 
 Options with_saved_settings(Options options, const std::vector<std::string>& names,
                             const at::Tensor& values) {
-  const auto& settings = saved_settings();
   const auto contiguous = values.to(at::kDouble).contiguous();
   const auto* data = contiguous.data_ptr<double>();
+  const auto saved = saved_ids();
   for (size_t i = 0; i < names.size() && static_cast<int64_t>(i) < contiguous.numel(); ++i) {
-    for (const auto& setting : settings) {
-      if (names[i] == setting.name) setting.set(options, data[i]);
+    const auto id = find_setting(names[i]);
+    if (!id || std::find(saved.begin(), saved.end(), *id) == saved.end()) {
+      continue;  // a setting this version does not know, or does not save
+    }
+    const auto& held = setting_spec(*id).default_value;
+    if (std::holds_alternative<bool>(held)) {
+      options.set(names[i], data[i] != 0);
+    } else if (std::holds_alternative<int64_t>(held)) {
+      options.set(names[i], static_cast<int64_t>(data[i]));
+    } else {
+      options.set(names[i], data[i]);
     }
   }
   return options;

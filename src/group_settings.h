@@ -27,7 +27,7 @@ void check_live_change(const Options& before, const Options& after, const std::s
 void check_same_loop_settings(const Options& base, const Options& group_options, size_t group);
 
 /// The names of the update settings a checkpoint saves, in the order of settings_values().
-const std::vector<std::string>& saved_setting_names();
+std::vector<std::string> saved_setting_names();
 /// The update settings of `options` as a 1-D double tensor.
 at::Tensor settings_values(const Options& options);
 /// `options` with the saved update settings `values` (named by `names`) put back; names a

@@ -1,11 +1,10 @@
 #include <downhill/options.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cmath>
-#include <sstream>
 #include <stdexcept>
 
+#include "settings_table.h"
 #include "text.h"
 
 namespace downhill {
@@ -22,6 +21,163 @@ std::string_view to_string(HvMethod method) {
   return "?";
 }
 
+namespace {
+
+// A built-in hyperparameter's id, looked up once (the table declares every built-in one
+// before it is first read).
+SettingId builtin_id(const char* name) {
+  const auto id = find_setting(name);
+  if (!id) throw std::logic_error(std::string("downhill: built-in setting ") + name + " missing");
+  return *id;
+}
+
+// Levenshtein distance, for "did you mean" in messages.
+size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+// `value` converted to the type of `spec`, where the conversion loses nothing.
+std::optional<SettingValue> converted(const SettingSpec& spec, const SettingValue& value) {
+  if (detail::holds_setting_type(spec, value)) return value;
+  const auto* integer = std::get_if<int64_t>(&value);
+  const auto* number = std::get_if<double>(&value);
+  const auto* text = std::get_if<std::string>(&value);
+  const auto& target = spec.default_value;
+  if (std::holds_alternative<double>(target) && integer) {
+    return SettingValue(static_cast<double>(*integer));
+  }
+  if (std::holds_alternative<int64_t>(target) ||
+      std::holds_alternative<std::optional<int64_t>>(target)) {
+    std::optional<int64_t> whole;
+    if (integer) whole = *integer;
+    if (number && std::trunc(*number) == *number && std::abs(*number) < 9.2e18) {
+      whole = static_cast<int64_t>(*number);
+    }
+    if (text && !spec.choices.empty()) {
+      const auto lower = detail::to_lower(*text);
+      const auto found = std::find(spec.choices.begin(), spec.choices.end(), lower);
+      if (found == spec.choices.end()) return std::nullopt;
+      whole = found - spec.choices.begin();
+    }
+    if (!whole) return std::nullopt;
+    if (std::holds_alternative<int64_t>(target)) return SettingValue(*whole);
+    return SettingValue(std::optional<int64_t>(*whole));
+  }
+  return std::nullopt;
+}
+
+std::string choices_text(const SettingSpec& spec) {
+  std::string out;
+  for (const auto& choice : spec.choices) out += (out.empty() ? "" : ", ") + choice;
+  return out;
+}
+
+}  // namespace
+
+SettingId Options::id_of(std::string_view name) {
+  if (const auto id = find_setting(name)) return *id;
+  std::string closest;
+  size_t best = name.size();
+  std::string known;
+  for (const SettingId id : setting_ids()) {
+    const auto& candidate = setting_spec(id).name;
+    known += (known.empty() ? "" : ", ") + candidate;
+    const size_t distance = edit_distance(detail::to_lower(name), candidate);
+    if (distance < best && distance <= std::max<size_t>(2, candidate.size() / 3)) {
+      best = distance;
+      closest = candidate;
+    }
+  }
+  throw std::invalid_argument("downhill: unknown setting '" + std::string(name) + "'" +
+                              (closest.empty() ? "" : "; did you mean '" + closest + "'?") +
+                              " (a rule's own settings are known once it is registered); known "
+                              "settings: " +
+                              known);
+}
+
+void Options::wrong_type(std::string_view name) {
+  const auto& spec = setting_spec(id_of(name));
+  throw std::invalid_argument("downhill: setting " + spec.name + " holds " +
+                              detail::setting_type_name(spec.default_value) +
+                              ", not the type asked for");
+}
+
+Options& Options::set_value(std::string_view name, SettingValue value) {
+  const SettingId id = id_of(name);
+  const auto& spec = setting_spec(id);
+  auto fitted = converted(spec, value);
+  if (!fitted) {
+    const std::string allowed = spec.choices.empty() ? detail::setting_type_name(spec.default_value)
+                                                     : "one of " + choices_text(spec);
+    throw std::invalid_argument("downhill: setting " + spec.name + " cannot take " +
+                                (std::holds_alternative<std::string>(value)
+                                     ? "'" + std::get<std::string>(value) + "'"
+                                     : detail::setting_text(spec, value)) +
+                                "; allowed: " + allowed);
+  }
+  writable(id) = std::move(*fitted);
+  return *this;
+}
+
+Options& Options::set(std::string_view name, const char* value) {
+  return set_value(name, SettingValue(std::string(value)));
+}
+Options& Options::set(std::string_view name, std::string value) {
+  return set_value(name, SettingValue(std::move(value)));
+}
+Options& Options::set(std::string_view name, Schedule value) {
+  return set_value(name, SettingValue(std::move(value)));
+}
+
+// The typed setters and getters of the built-in algorithms' hyperparameters, which are declared
+// in the algorithms' files.
+#define DOWNHILL_HYPERPARAMETER_ACCESSORS(name)    \
+  Options& Options::name(double value) {           \
+    static const SettingId id = builtin_id(#name); \
+    writable(id).emplace<double>(value);           \
+    return *this;                                  \
+  }                                                \
+  const double& Options::name() const noexcept {   \
+    static const SettingId id = builtin_id(#name); \
+    return std::get<double>(this->value(id));      \
+  }
+DOWNHILL_HYPERPARAMETER_ACCESSORS(rms_halflife)
+DOWNHILL_HYPERPARAMETER_ACCESSORS(rms_regularizer)
+DOWNHILL_HYPERPARAMETER_ACCESSORS(beta1_halflife)
+DOWNHILL_HYPERPARAMETER_ACCESSORS(beta2_halflife)
+DOWNHILL_HYPERPARAMETER_ACCESSORS(rprop_increase)
+DOWNHILL_HYPERPARAMETER_ACCESSORS(rprop_decrease)
+DOWNHILL_HYPERPARAMETER_ACCESSORS(rprop_min_step)
+DOWNHILL_HYPERPARAMETER_ACCESSORS(rprop_max_step)
+#undef DOWNHILL_HYPERPARAMETER_ACCESSORS
+
+namespace {
+SettingId hv_method_id() {
+  static const SettingId id = builtin_id("hv_method");
+  return id;
+}
+}  // namespace
+
+Options& Options::hv_method(HvMethod method) {
+  writable(hv_method_id()).emplace<int64_t>(static_cast<int64_t>(method));
+  return *this;
+}
+
+HvMethod Options::hv_method() const noexcept {
+  return static_cast<HvMethod>(std::get<int64_t>(value(hv_method_id())));
+}
+
 Options& Options::hv_method(std::string_view name) {
   const std::string lower = detail::to_lower(name);
   for (HvMethod m : {HvMethod::kRop, HvMethod::kLop, HvMethod::kGrad}) {
@@ -33,26 +189,12 @@ Options& Options::hv_method(std::string_view name) {
 
 namespace {
 
-template <typename T>
-[[noreturn]] void refuse(const char* setting, T value, const char* allowed) {
-  std::ostringstream message;
-  message << "downhill: setting " << setting << " = " << value
-          << " is invalid; allowed: " << allowed;
-  throw std::invalid_argument(message.str());
-}
-
-// `value > 0`, written so that NaN fails too.
-void require_positive(const char* setting, double value) {
-  if (!(value > 0) || std::isinf(value)) refuse(setting, value, "a finite number > 0");
-}
-
-void require_non_negative(const char* setting, double value) {
-  if (!(value >= 0) || std::isinf(value)) refuse(setting, value, "a finite number >= 0");
-}
-
 // ln 2 / −ln β, the half-life of an average that keeps β of the old value.
 double halflife_of(const char* setting, double beta) {
-  if (!(beta > 0 && beta < 1)) refuse(setting, beta, "(0, 1)");
+  if (!(beta > 0 && beta < 1)) {
+    throw std::invalid_argument("downhill: setting " + std::string(setting) + " = " +
+                                detail::format_number(beta) + " is invalid; allowed: (0, 1)");
+  }
   return std::log(2.0) / -std::log(beta);
 }
 
@@ -60,107 +202,28 @@ double halflife_of(const char* setting, double beta) {
 
 Options& Options::beta1(double beta) { return beta1_halflife(halflife_of("beta1", beta)); }
 Options& Options::beta2(double beta) { return beta2_halflife(halflife_of("beta2", beta)); }
-double Options::beta1() const { return std::exp(-std::log(2.0) / beta1_halflife_); }
-double Options::beta2() const { return std::exp(-std::log(2.0) / beta2_halflife_); }
+double Options::beta1() const { return std::exp(-std::log(2.0) / beta1_halflife()); }
+double Options::beta2() const { return std::exp(-std::log(2.0) / beta2_halflife()); }
 
 void Options::validate() const {
-  require_positive("learning_rate", learning_rate_);
-  if (!(momentum_ >= 0 && momentum_ < 1)) refuse("momentum", momentum_, "[0, 1)");
-  require_non_negative("max_gradient_norm", max_gradient_norm_);
-  require_non_negative("max_gradient_elem", max_gradient_elem_);
-  require_positive("rms_halflife", rms_halflife_);
-  require_non_negative("rms_regularizer", rms_regularizer_);
-  require_positive("beta1_halflife", beta1_halflife_);
-  require_positive("beta2_halflife", beta2_halflife_);
-  if (!(rprop_increase_ >= 1) || std::isinf(rprop_increase_)) {
-    refuse("rprop_increase", rprop_increase_, "a finite number >= 1");
-  }
-  if (!(rprop_decrease_ > 0 && rprop_decrease_ <= 1)) {
-    refuse("rprop_decrease", rprop_decrease_, "(0, 1]");
-  }
-  require_non_negative("rprop_min_step", rprop_min_step_);
-  if (!(rprop_max_step_ >= rprop_min_step_) || std::isinf(rprop_max_step_)) {
-    std::ostringstream allowed;
-    allowed << "a finite number >= rprop_min_step (" << rprop_min_step_ << ")";
-    refuse("rprop_max_step", rprop_max_step_, allowed.str().c_str());
-  }
-  require_non_negative("weight_decay", weight_decay_);
-  require_non_negative("max_gradient_global_norm", max_gradient_global_norm_);
-  if (accumulate_ < 1) refuse("accumulate", accumulate_, "an integer >= 1");
-  if (plateau_patience_ < 0) refuse("plateau_patience", plateau_patience_, "an integer >= 0");
-  if (!(plateau_factor_ > 0 && plateau_factor_ < 1)) {
-    refuse("plateau_factor", plateau_factor_, "(0, 1)");
-  }
-  require_non_negative("plateau_min_learning_rate", plateau_min_learning_rate_);
-  if (plateau_cooldown_ < 0) refuse("plateau_cooldown", plateau_cooldown_, "an integer >= 0");
-  if (patience_ < 0) refuse("patience", patience_, "an integer >= 0");
-  if (validate_every_ < 1) refuse("validate_every", validate_every_, "an integer >= 1");
-  require_non_negative("min_improvement", min_improvement_);
-  if (max_updates_ && *max_updates_ < 1) refuse("max_updates", *max_updates_, "an integer >= 1");
-  if (train_batches_ && *train_batches_ < 1) {
-    refuse("train_batches", *train_batches_, "an integer >= 1");
-  }
-  if (valid_batches_ && *valid_batches_ < 1) {
-    refuse("valid_batches", *valid_batches_, "an integer >= 1");
-  }
-  if (max_nonfinite_ < 1) refuse("max_nonfinite", max_nonfinite_, "an integer >= 1");
-  if (checkpoint_every_ < 1) refuse("checkpoint_every", checkpoint_every_, "an integer >= 1");
-  require_positive("distributed_timeout", distributed_timeout_);
-  if (resume_ && checkpoint_.empty()) {
-    refuse("resume", "true", "resume(true) needs checkpoint(path) set");
+  for (const SettingId id : setting_ids()) {
+    const auto& spec = setting_spec(id);
+    if (!spec.check) continue;
+    const auto& held = value(id);
+    const std::string allowed = spec.check(held, *this);
+    if (allowed.empty()) continue;
+    throw std::invalid_argument("downhill: setting " + spec.name + " = " +
+                                detail::setting_text(spec, held) +
+                                " is invalid; allowed: " + allowed);
   }
 }
 
 std::vector<std::pair<std::string, std::string>> Options::settings() const {
   std::vector<std::pair<std::string, std::string>> out;
-  auto add = [&](const char* name, const auto& value) {
-    std::ostringstream text;
-    text << value;
-    out.emplace_back(name, text.str());
-  };
-  auto add_optional = [&](const char* name, const std::optional<int64_t>& value) {
-    out.emplace_back(name, value ? std::to_string(*value) : std::string("unset"));
-  };
-  add("algo", algo_);
-  add("learning_rate", learning_rate_);
-  add("momentum", momentum_);
-  add("nesterov", nesterov_ ? "true" : "false");
-  add("max_gradient_norm", max_gradient_norm_);
-  add("max_gradient_elem", max_gradient_elem_);
-  add("rms_halflife", rms_halflife_);
-  add("rms_regularizer", rms_regularizer_);
-  add("beta1_halflife", beta1_halflife_);
-  add("beta2_halflife", beta2_halflife_);
-  add("rprop_increase", rprop_increase_);
-  add("rprop_decrease", rprop_decrease_);
-  add("rprop_min_step", rprop_min_step_);
-  add("rprop_max_step", rprop_max_step_);
-  add("hv_method", to_string(hv_method_));
-  add("weight_decay", weight_decay_);
-  add("max_gradient_global_norm", max_gradient_global_norm_);
-  add("learning_rate_schedule", learning_rate_schedule_ ? "set" : "none");
-  add("accumulate", accumulate_);
-  add("fused", fused_ ? "true" : "false");
-  add("patience", patience_);
-  add("validate_every", validate_every_);
-  add("min_improvement", min_improvement_);
-  add("plateau_patience", plateau_patience_);
-  add("plateau_factor", plateau_factor_);
-  add("plateau_min_learning_rate", plateau_min_learning_rate_);
-  add("plateau_cooldown", plateau_cooldown_);
-  add("monitor_gradients", monitor_gradients_ ? "true" : "false");
-  add("batch_size", batch_size_);
-  add_optional("max_updates", max_updates_);
-  add_optional("train_batches", train_batches_);
-  add_optional("valid_batches", valid_batches_);
-  add("max_nonfinite", max_nonfinite_);
-  add("checkpoint", checkpoint_.empty() ? std::string("none") : checkpoint_);
-  add("checkpoint_every", checkpoint_every_);
-  add("resume", resume_ ? "true" : "false");
-  add("history", history_.empty() ? std::string("none") : history_);
-  add("distributed", distributed_ ? "true" : "false");
-  add("distributed_timeout", distributed_timeout_);
-  add("process_group", process_group_ ? "given" : "none");
+  for (const SettingId id : setting_ids()) {
+    const auto& spec = setting_spec(id);
+    out.emplace_back(spec.name, detail::setting_text(spec, value(id)));
+  }
   return out;
 }
 

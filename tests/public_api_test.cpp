@@ -109,7 +109,9 @@ TEST(PublicMonitors, AtAnUnknownNameThrowsOutOfRangeNamingTheKnownMonitors) {
 
 // --- Options ---
 
-// Every setting of options.h, in declaration order.
+// Every built-in setting, in the settings table's order: the algorithms' hyperparameters, each
+// declared in its algorithm's file (shared ones first, then by algorithm), after the clipping
+// settings.
 const std::vector<std::string> kSettingNames = {"algo",
                                                 "learning_rate",
                                                 "momentum",
@@ -118,13 +120,13 @@ const std::vector<std::string> kSettingNames = {"algo",
                                                 "max_gradient_elem",
                                                 "rms_halflife",
                                                 "rms_regularizer",
-                                                "beta1_halflife",
-                                                "beta2_halflife",
                                                 "rprop_increase",
                                                 "rprop_decrease",
                                                 "rprop_min_step",
                                                 "rprop_max_step",
                                                 "hv_method",
+                                                "beta1_halflife",
+                                                "beta2_halflife",
                                                 "weight_decay",
                                                 "max_gradient_global_norm",
                                                 "learning_rate_schedule",
@@ -213,7 +215,7 @@ TEST(PublicOptions, SettingsGiveTheValuesSet) {
   const std::vector<std::pair<std::string, std::string>> expected_head = {
       {"algo", "adam"}, {"learning_rate", "0.5"}, {"momentum", "0.25"}, {"nesterov", "true"}};
   EXPECT_EQ(std::vector(settings.begin(), settings.begin() + 4), expected_head);
-  EXPECT_EQ(settings[14], (std::pair<std::string, std::string>{"hv_method", "grad"}));
+  EXPECT_EQ(settings[12], (std::pair<std::string, std::string>{"hv_method", "grad"}));
   EXPECT_EQ(settings[19], (std::pair<std::string, std::string>{"fused", "false"}));
   EXPECT_EQ(value_of(settings, "patience"), "2");
   EXPECT_EQ(value_of(settings, "monitor_gradients"), "true");

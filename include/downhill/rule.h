@@ -34,9 +34,14 @@
 //   - `static constexpr bool kNesterov = true`: always use Nesterov momentum;
 //   - `static constexpr bool kUsesLearningRate = false`: the update is not proportional to
 //     the learning rate (as ADADELTA's), so weight decay adds λ·p rather than lr·λ·p;
+//   - hyperparameters of its own, set per build by name like any other setting: declared as
+//     downhill::Setting handles (downhill/settings.h) outside the template, read in the
+//     constructor with `handle(c.options())`, and `static void declare_settings()` touching
+//     them, which register_rule calls so that they are in the table before any Options is
+//     read (docs/guide.md, "Settings by name");
 //   - `using Settings = S;` (S a struct declared outside the template, so that it is one
 //     type for every V) and a constructor `(const RuleContext&, const Settings&)`:
-//     settings of the rule's own, given to register_rule;
+//     settings fixed when the rule is registered, given to register_rule;
 //   - `static void check_options(const downhill::Options&, at::ScalarType dtype)`: throws
 //     std::invalid_argument for settings whose arithmetic degenerates for parameters of
 //     `dtype` (an ε the body divides by that is 0, ...), at build and change_options;
@@ -59,6 +64,7 @@
 #include <downhill/optimizer.h>
 #include <downhill/registry.h>
 #include <downhill/rule_context.h>
+#include <downhill/settings.h>
 
 #include <memory>
 #include <string>
@@ -68,6 +74,12 @@
 namespace downhill {
 
 namespace detail {
+/// Calls Rule's `declare_settings()`, if it has one: its hyperparameters enter the settings table.
+template <template <typename> class Rule>
+void declare_rule_settings() {
+  if constexpr (requires { Rule<float>::declare_settings(); }) Rule<float>::declare_settings();
+}
+
 /// An Optimizer whose algorithm is `rule` (what build() returns for a registered rule).
 std::unique_ptr<Optimizer> make_rule_optimizer(Loss loss, Params params, Options options,
                                                std::unique_ptr<UpdateRule> rule);
@@ -79,6 +91,7 @@ std::unique_ptr<Optimizer> make_rule_optimizer(Loss loss, Params params, Options
 template <template <typename> class Rule>
 void register_rule(std::string_view name = {},
                    typename detail::RuleRunner<Rule>::Settings settings = {}) {
+  detail::declare_rule_settings<Rule>();
   register_algorithm(name.empty() ? std::string_view(Rule<float>::name) : name,
                      [settings](Loss loss, Params params, Options options) {
                        return detail::make_rule_optimizer(

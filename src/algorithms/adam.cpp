@@ -8,20 +8,40 @@ namespace downhill::detail {
 
 namespace {
 
+// Adam's hyperparameters, in the settings table (Options::beta1 and beta2 set them from
+// PyTorch's betas).
+struct Hyperparameters {
+  Setting<double> beta1_halflife{{.name = "beta1_halflife",
+                                  .default_value = 7.0,
+                                  .check = checks::positive(),
+                                  .doc = "Half-life of Adam's first-moment average; > 0."}};
+  Setting<double> beta2_halflife{{.name = "beta2_halflife",
+                                  .default_value = 69.0,
+                                  .check = checks::positive(),
+                                  .doc = "Half-life of Adam's second-moment average; > 0."}};
+};
+
+const Hyperparameters& hyperparameters() {
+  static const Hyperparameters declared;
+  return declared;
+}
+
 template <typename V>
 struct Adam {
   static constexpr const char* name = "Adam";
   static constexpr std::array<const char*, 2> state = {"m", "v"};
+  static void declare_settings() { hyperparameters(); }
   static void check_options(const Options& options, at::ScalarType dtype) {
+    const auto& h = hyperparameters();
     refuse::unless_regularizer_normal(name, options, dtype);
-    refuse::unless_weight_below_one(name, "beta1_halflife", options.beta1_halflife());
-    refuse::unless_weight_below_one(name, "beta2_halflife", options.beta2_halflife());
+    refuse::unless_weight_below_one(name, "beta1_halflife", h.beta1_halflife(options));
+    refuse::unless_weight_below_one(name, "beta2_halflife", h.beta2_halflife(options));
   }
 
   V lr, eps, beta1, rest1, beta2, rest2, correction1, correction2;
   explicit Adam(const RuleContext& c) {
-    const double b1 = ewma_weight(c.options().beta1_halflife());
-    const double b2 = ewma_weight(c.options().beta2_halflife());
+    const double b1 = ewma_weight(hyperparameters().beta1_halflife(c.options()));
+    const double b2 = ewma_weight(hyperparameters().beta2_halflife(c.options()));
     const double t = static_cast<double>(c.update());
     auto constant = [&](double value) { return c.constant<V>(value); };
     lr = constant(c.learning_rate());

@@ -18,9 +18,19 @@
 
 namespace downhill::detail {
 
-#define DOWNHILL_DECLARE_BUILTIN(id) std::unique_ptr<UpdateRule> make_##id##_rule();
+#define DOWNHILL_DECLARE_BUILTIN(id)              \
+  std::unique_ptr<UpdateRule> make_##id##_rule(); \
+  void declare_##id##_settings();
 DOWNHILL_BUILTIN_ALGORITHMS(DOWNHILL_DECLARE_BUILTIN)
 #undef DOWNHILL_DECLARE_BUILTIN
+
+/// The hyperparameters several built-in rules share (RMSProp, ADAGRAD, ADADELTA, ESGD, Adam),
+/// declared once, in builtin_settings.cpp. A rule's own are declared in its file.
+struct SharedHyperparameters {
+  Setting<double> rms_halflife;
+  Setting<double> rms_regularizer;
+};
+const SharedHyperparameters& shared_hyperparameters();
 
 /// Settings the built-in rules refuse when their arithmetic degenerates (a rule's static
 /// check_options, which the engine calls for each dtype of the parameters).
@@ -80,8 +90,10 @@ inline void unless_weight_below_one(const char* rule, const char* name, double h
 
 }  // namespace refuse
 
-/// Defines make_<id>_rule() for the rule template `Rule`, in the rule's file.
-#define DOWNHILL_DEFINE_BUILTIN(id, Rule) \
-  std::unique_ptr<UpdateRule> make_##id##_rule() { return std::make_unique<RuleRunner<Rule>>(); }
+/// Defines make_<id>_rule() and declare_<id>_settings() (its hyperparameters into the settings
+/// table) for the rule template `Rule`, in the rule's file.
+#define DOWNHILL_DEFINE_BUILTIN(id, Rule)                                                         \
+  std::unique_ptr<UpdateRule> make_##id##_rule() { return std::make_unique<RuleRunner<Rule>>(); } \
+  void declare_##id##_settings() { declare_rule_settings<Rule>(); }
 
 }  // namespace downhill::detail

@@ -6,10 +6,24 @@ namespace downhill::detail {
 
 namespace {
 
+// ESGD's own hyperparameter (its half-life and ε are shared with RMSProp's), in the settings
+// table; Options::hv_method sets it by HvMethod or by name.
+const Setting<int64_t>& hv_method() {
+  static const Setting<int64_t> declared({.name = "hv_method",
+                                          .default_value = int64_t{0},
+                                          .scope = SettingScope::kOptimizer,
+                                          .choices = {"rop", "lop", "grad"},
+                                          .saved = false,
+                                          .doc = "How ESGD computes Hessian-vector products: "
+                                                 "rop, lop or grad."});
+  return declared;
+}
+
 template <typename V>
 struct Esgd {
   static constexpr const char* name = "ESGD";
   static constexpr std::array<const char*, 1> state = {"D"};
+  static void declare_settings() { hv_method(); }
   static void check_options(const Options& options, at::ScalarType dtype) {
     refuse::unless_regularizer_normal(name, options, dtype);
   }
