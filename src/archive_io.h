@@ -1,7 +1,7 @@
 #pragma once
 // Reading and writing checkpoint archive entries, shared by the parts that save their
-// own state (the update engine, the loop) and by the checkpoint file itself; defined in
-// checkpoint.cpp, with the file format. Internal.
+// own state (the update engine, the loop) and by the checkpoint file itself
+// (checkpoint.cpp, which has the file format). Internal.
 
 #include <ATen/ATen.h>
 

@@ -1,6 +1,6 @@
 #pragma once
-// The checks every optimizer's parameters pass at build; defined in update_engine.cpp,
-// which runs them. Internal.
+// The checks every optimizer's parameters pass at build; the update engine runs them.
+// Internal.
 
 #include <downhill/params.h>
 

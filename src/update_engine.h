@@ -5,7 +5,9 @@
 // the rule's chain over each parameter. Internal; Optimizer is its facade.
 
 #include <downhill/detail/rule_runner.h>
-#include <downhill/optimizer.h>
+#include <downhill/named_tensors.h>
+#include <downhill/options.h>
+#include <downhill/params.h>
 
 #include <cstdint>
 #include <memory>

@@ -4,6 +4,7 @@
 #include <downhill/batch.h>
 #include <downhill/distributed.h>
 #include <downhill/monitors.h>
+#include <downhill/named_tensors.h>
 #include <downhill/options.h>
 #include <downhill/params.h>
 #include <downhill/run_summary.h>
@@ -26,9 +27,6 @@ class UpdateEngine;
 class LoopState;
 class DataParallel;
 }  // namespace detail
-
-/// Named state tensors of an optimizer, e.g. {"u.G", tensor}.
-using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 
 /// The base class of the algorithms; downhill::build() makes one by name.
 ///

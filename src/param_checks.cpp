@@ -1,0 +1,120 @@
+// The checks every optimizer's parameters pass at build (param_checks.h).
+#include "param_checks.h"
+
+#include <torch/types.h>
+#include <torch/utils.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <unordered_set>
+#include <utility>
+
+#include "text.h"
+
+namespace downhill::detail {
+
+namespace {
+
+// Whether two tensors on one storage share an element. Only called for tensors whose
+// byte ranges intersect; strided views can interleave without sharing, so those are
+// checked element by element on a map of the shared range.
+bool share_elements(const torch::Tensor& a, const torch::Tensor& b) {
+  if (a.is_contiguous() && b.is_contiguous()) return true;
+  if (a.element_size() != b.element_size()) return true;  // views of another dtype: assume so
+  torch::NoGradGuard no_grad;
+  auto last = [](const torch::Tensor& t) {
+    int64_t offset = t.storage_offset();
+    for (int64_t d = 0; d < t.dim(); ++d) offset += (t.size(d) - 1) * t.stride(d);
+    return offset;
+  };
+  const int64_t first = std::min(a.storage_offset(), b.storage_offset());
+  const int64_t extent = std::max(last(a), last(b)) - first + 1;
+  auto marks = torch::zeros({extent}, torch::kInt8);
+  marks.as_strided(a.sizes(), a.strides(), a.storage_offset() - first).fill_(1);
+  return marks.as_strided(b.sizes(), b.strides(), b.storage_offset() - first).any().item<bool>();
+}
+
+// The [first, last] bytes of `t` within its storage (t has at least one element).
+std::pair<int64_t, int64_t> byte_range(const torch::Tensor& t) {
+  int64_t last = t.storage_offset();
+  for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+  const int64_t size = static_cast<int64_t>(t.element_size());
+  return {t.storage_offset() * size, (last + 1) * size - 1};
+}
+
+// Parameters that share memory would be updated twice in one step.
+void check_overlaps(const Params& params) {
+  for (size_t j = 1; j < params.size(); ++j) {
+    const auto& b = params.tensor(j);
+    for (size_t i = 0; i < j; ++i) {
+      const auto& a = params.tensor(i);
+      if (a.numel() == 0 || b.numel() == 0 || !a.has_storage() || !b.has_storage() ||
+          a.storage().unsafeGetStorageImpl() != b.storage().unsafeGetStorageImpl()) {
+        continue;
+      }
+      const auto [a_first, a_last] = byte_range(a);
+      const auto [b_first, b_last] = byte_range(b);
+      if (a_last < b_first || b_last < a_first || !share_elements(a, b)) continue;
+      throw std::invalid_argument("downhill: parameters '" + params.name(i) + "' and '" +
+                                  params.name(j) +
+                                  "' overlap in memory (views sharing elements of one tensor); "
+                                  "each element may belong to one parameter only");
+    }
+  }
+}
+
+}  // namespace
+
+void check_params(const Params& params, bool needs_grad) {
+  if (params.empty()) {
+    throw std::invalid_argument(
+        "downhill: no parameters to optimize; pass at least one tensor in Params");
+  }
+  std::unordered_set<const void*> seen_tensors;
+  std::unordered_set<std::string> seen_names;
+  for (size_t index = 0; index < params.size(); ++index) {
+    const auto& name = params.name(index);
+    const auto& tensor = params.tensor(index);
+    const bool frozen = params.is_frozen(params.group_of(index));
+    if (!tensor.defined()) {
+      throw std::invalid_argument("downhill: parameter '" + name + "' is an undefined tensor");
+    }
+    if (tensor.layout() != torch::kStrided) {
+      throw std::invalid_argument("downhill: parameter '" + name + "' is a sparse tensor (" +
+                                  describe(tensor) +
+                                  "); allowed: a dense (strided) tensor; call to_dense()");
+    }
+    if (tensor.is_meta()) {
+      throw std::invalid_argument("downhill: parameter '" + name +
+                                  "' is on the meta device, which holds no values; allowed: a "
+                                  "tensor with storage (cpu, ...)");
+    }
+    const auto dtype = tensor.scalar_type();
+    if (dtype != torch::kFloat && dtype != torch::kDouble) {
+      throw std::invalid_argument(
+          "downhill: parameter '" + name + "' has dtype " + std::string(c10::toString(dtype)) +
+          "; allowed: Float (float32) or Double (float64); convert it first, for example "
+          "with to(torch::kFloat)");
+    }
+    if (!seen_names.insert(name).second) {
+      throw std::invalid_argument("downhill: two parameters are named '" + name +
+                                  "'; names must be unique");
+    }
+    if (!seen_tensors.insert(tensor.unsafeGetTensorImpl()).second) {
+      throw std::invalid_argument("downhill: parameter '" + name +
+                                  "' is the same tensor as an earlier parameter; each "
+                                  "tensor may appear once");
+    }
+    if (needs_grad && !tensor.requires_grad() && !frozen) {
+      throw std::invalid_argument("downhill: parameter '" + name +
+                                  "' does not require grad; the loss needs its gradient, so "
+                                  "create it with torch::requires_grad() or call "
+                                  "requires_grad_()");
+    }
+  }
+  check_overlaps(params);
+}
+
+}  // namespace downhill::detail
