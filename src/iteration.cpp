@@ -115,8 +115,8 @@ struct Iteration::Impl {
   }
   // The caller left the range (break, or an exception): the run ends where it stands.
   void leave() noexcept;
-  // Data-parallel, a stop a callback asked on one rank stops every rank: only built-in
-  // decisions are taken from agreed values alone.
+  // A stop a callback asked on one rank stops every rank: the built-ins decide from agreed
+  // values, a user's callback may not.
   void agree_on_stop();
 
   Optimizer& optimizer;
