@@ -5,6 +5,7 @@
 #include <downhill/logging.h>
 #include <spdlog/spdlog.h>
 
+#include <cmath>
 #include <mutex>
 #include <stdexcept>
 
@@ -73,12 +74,8 @@ std::unique_ptr<DataParallel> DataParallel::join(UpdateEngine& engine) {
   return parallel;
 }
 
-std::string DataParallel::describe() const {
-  return std::to_string(comm_->size()) + " processes (" + comm_->backend() + ")";
-}
-
-void DataParallel::average(const UpdateEngine& engine, std::vector<at::Tensor>& grads,
-                           std::vector<at::Tensor>& hvs, StepFlags& flags) {
+void DataParallel::average_with(const UpdateEngine& engine, std::vector<at::Tensor>& grads,
+                                std::vector<at::Tensor>& hvs, StepFlags& flags) {
   const auto& params = engine.params();
   const size_t n = grads.size();
   sent_.assign(n + hvs.size(), at::Tensor());
@@ -98,10 +95,32 @@ void DataParallel::average(const UpdateEngine& engine, std::vector<at::Tensor>& 
   flags = {sums[0], sums[1]};
 }
 
-void DataParallel::agree(StepFlags& flags) {
-  std::vector<double> sums{flags.nonfinite_losses, flags.interrupts};
-  comm_->sum(sums, "agreeing on the step");
-  flags = {sums[0], sums[1]};
+bool DataParallel::reduce(UpdateEngine& engine, std::vector<at::Tensor>& grads,
+                          std::vector<at::Tensor>& hvs, StepFlags& flags) {
+  const bool completes_window = engine.window_count() + 1 >= engine.options().accumulate();
+  if (completes_window) {
+    engine.add_to_window(grads);
+    average_with(engine, grads, hvs, flags);
+  } else {
+    std::vector<double> sums{flags.nonfinite_losses, flags.interrupts};
+    comm_->sum(sums, "agreeing on the step");
+    flags = {sums[0], sums[1]};
+  }
+  if (flags.nonfinite_losses > 0) return false;
+  if (!completes_window) engine.add_to_window(grads);
+  return completes_window;
+}
+
+void DataParallel::average(const UpdateEngine& engine, std::vector<at::Tensor>& grads,
+                           std::vector<at::Tensor>& hvs) {
+  StepFlags flags;
+  average_with(engine, grads, hvs, flags);
+}
+
+std::string DataParallel::nonfinite_loss(const StepFlags& flags, double loss) const {
+  return "non-finite loss on " + format_number(flags.nonfinite_losses) + " of " +
+         std::to_string(comm_->size()) + " ranks" +
+         (std::isfinite(loss) ? "" : " (here " + std::to_string(loss) + ")");
 }
 
 void DataParallel::agree(PassProgress& totals) {
@@ -121,18 +140,29 @@ void DataParallel::agree(PassProgress& totals) {
   }
 }
 
-bool DataParallel::any(bool answer, const std::string& must_be_unanimous) {
+double DataParallel::count(bool answer, const std::string& question) {
   std::vector<double> count{answer ? 1.0 : 0.0};
-  comm_->sum(count, "agreeing whether " + must_be_unanimous);
-  if (count[0] > 0 && count[0] < static_cast<double>(comm_->size()) && !must_be_unanimous.empty()) {
-    throw std::runtime_error("downhill: distributed: " + must_be_unanimous + " on " +
-                             format_number(count[0]) + " of " + std::to_string(comm_->size()) +
+  comm_->sum(count, "agreeing whether " + question);
+  return count[0];
+}
+
+bool DataParallel::any(bool answer, const std::string& question) {
+  return count(answer, question) > 0;
+}
+
+bool DataParallel::unanimous(bool answer, const std::string& question) {
+  const double yes = count(answer, question);
+  if (yes > 0 && yes < static_cast<double>(comm_->size())) {
+    throw std::runtime_error("downhill: distributed: " + question + " on " + format_number(yes) +
+                             " of " + std::to_string(comm_->size()) +
                              " ranks only; every rank must see the same files (a shared folder)");
   }
-  return count[0] > 0;
+  return yes > 0;
 }
 
 void DataParallel::start_run(Dataset& train, Dataset* valid) {
+  logger()->info("data-parallel over {} processes ({}): each rank takes 1 batch in {}",
+                 comm_->size(), comm_->backend(), comm_->size());
   std::vector<Dataset*> datasets{&train};
   if (valid && valid != &train) datasets.push_back(valid);
   std::vector<std::string> lines;

@@ -1,9 +1,9 @@
 #pragma once
-// An optimizer's data-parallel side (docs/guide.md, "Scaling out"): at build, the group is
-// joined and every rank checked to hold the same optimizer and given rank 0's parameters;
-// at each update, gradients are averaged across ranks with the step's flags agreed; at the
-// start of a run, datasets are sharded and rank 0's orders and generators given to all;
-// monitors are summed across ranks. Internal; Optimizer and the loop call it.
+// The RankGroup of more than one rank (docs/guide.md, "Scaling out"), on c10d: at build, the
+// group is joined and every rank checked to hold the same optimizer and given rank 0's
+// parameters; at each update, gradients are averaged across ranks with the step's flags
+// agreed; at the start of a run, datasets are sharded and rank 0's orders and generators
+// given to all; monitors and answers are summed across ranks. Internal.
 
 #include <ATen/ATen.h>
 #include <downhill/distributed.h>
@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "communicator.h"
+#include "rank_group.h"
 
 namespace downhill {
 class Dataset;
@@ -20,16 +21,7 @@ class Dataset;
 
 namespace downhill::detail {
 
-class UpdateEngine;
-struct PassProgress;
-
-/// What a data-parallel step agrees on, beside the gradients: counts over ranks.
-struct StepFlags {
-  double nonfinite_losses = 0;  // ranks whose loss was not finite
-  double interrupts = 0;        // ranks that saw Ctrl-C
-};
-
-class DataParallel {
+class DataParallel final : public RankGroup {
  public:
   /// Null unless `engine`'s options ask for data parallelism. Otherwise joins the group;
   /// with more than one rank, checks that every rank built the same optimizer (a clear
@@ -37,32 +29,35 @@ class DataParallel {
   /// every rank's. On ranks other than 0, downhill's logger is set to warnings.
   static std::unique_ptr<DataParallel> join(UpdateEngine& engine);
 
-  Place place() const noexcept { return {comm_->rank(), comm_->size()}; }
-  /// Whether there is more than one rank (with one, a run is a plain run).
-  bool active() const noexcept { return comm_->size() > 1; }
-  /// Rank 0 writes checkpoints and the history.
-  bool writes_files() const noexcept { return comm_->rank() == 0; }
-  /// "2 processes (gloo)", for the run's first log line.
-  std::string describe() const;
+  Place place() const noexcept override { return {comm_->rank(), comm_->size()}; }
+  bool writes_files() const noexcept override { return comm_->rank() == 0; }
+  bool steps_together() const noexcept override { return true; }
 
-  /// Replaces `grads` (and `hvs`, when not empty) by their means over ranks, frozen
-  /// parameters' left out; `flags` become sums over ranks, in the same collectives.
+  /// Every rank takes part in the same collectives, whatever its own loss: a window's last
+  /// batch averages the window's mean with the flags, another batch sums the flags alone.
+  bool reduce(UpdateEngine& engine, std::vector<at::Tensor>& grads, std::vector<at::Tensor>& hvs,
+              StepFlags& flags) override;
+  /// Frozen parameters' gradients are left out.
   void average(const UpdateEngine& engine, std::vector<at::Tensor>& grads,
-               std::vector<at::Tensor>& hvs, StepFlags& flags);
-  /// Sums `flags` over ranks alone (a step that completes no update).
-  void agree(StepFlags& flags);
-  /// Sums a pass's weighted monitors over ranks; every rank must report the same monitors.
-  void agree(PassProgress& totals);
-  /// Whether any rank's answer is true; std::runtime_error when only some say so and
-  /// `must_be_unanimous` (e.g. "the checkpoint 'x' exists").
-  bool any(bool answer, const std::string& must_be_unanimous);
-  /// At the start of a run: shards the datasets (Dataset::shard), checks that every rank
-  /// holds the same ones, and gives every rank rank 0's slice orders, positions and random
-  /// generators (the global one and the datasets' own).
-  void start_run(Dataset& train, Dataset* valid);
+               std::vector<at::Tensor>& hvs) override;
+  /// "non-finite loss on 1 of 2 ranks (here nan)".
+  std::string nonfinite_loss(const StepFlags& flags, double loss) const override;
+  void agree(PassProgress& totals) override;
+  bool any(bool answer, const std::string& question) override;
+  bool unanimous(bool answer, const std::string& question) override;
+  /// Logs the run's first line (`data-parallel over 2 processes (gloo): ...`), shards the
+  /// datasets (Dataset::shard), checks that every rank holds the same ones, and gives every
+  /// rank rank 0's slice orders, positions and random generators (the global one and the
+  /// datasets' own).
+  void start_run(Dataset& train, Dataset* valid) override;
 
  private:
   explicit DataParallel(std::shared_ptr<Communicator> comm) : comm_(std::move(comm)) {}
+  // The means of `grads` (and `hvs`) with `flags` summed, in the same collectives.
+  void average_with(const UpdateEngine& engine, std::vector<at::Tensor>& grads,
+                    std::vector<at::Tensor>& hvs, StepFlags& flags);
+  // The number of ranks that answer yes.
+  double count(bool answer, const std::string& question);
   std::shared_ptr<Communicator> comm_;
   std::vector<at::Tensor> sent_;  // reused: the tensors one average() sends
 };

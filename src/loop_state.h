@@ -46,7 +46,8 @@ struct LoopCounters {
   Monitors best_monitors;  // of the best validation
   int64_t best_pass = 0;   // passes trained before it
   StopReason stop = StopReason::kNotStopped;
-  double seconds = 0.0;  // wall-clock time of the run so far, across resumes
+  std::string stop_detail;  // a callback's reason (kCallback); not saved
+  double seconds = 0.0;     // wall-clock time of the run so far, across resumes
   int64_t consecutive_skipped = 0;
   int64_t plateau_waiting = 0;   // validations without improvement toward a reduction
   int64_t plateau_cooldown = 0;  // validations left before those count again

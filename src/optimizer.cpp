@@ -1,3 +1,4 @@
+#include <downhill/callbacks.h>
 #include <downhill/dataset.h>
 #include <downhill/iteration.h>
 #include <downhill/logging.h>
@@ -11,10 +12,11 @@
 #include <stdexcept>
 
 #include "checkpoint.h"
-#include "data_parallel.h"
 #include "hessian_step.h"
 #include "interrupt.h"
 #include "loop_state.h"
+#include "rank_group.h"
+#include "run_parts.h"
 #include "text.h"
 #include "update_engine.h"
 #include "update_stages.h"
@@ -106,7 +108,7 @@ Optimizer::Optimizer(std::string name, Loss loss, Params params, Options options
           std::move(name), std::move(params), std::move(options), std::make_unique<HookRule>(*this),
           static_cast<bool>(loss))),
       loop_(std::make_unique<detail::LoopState>()),
-      parallel_(detail::DataParallel::join(*engine_)),
+      ranks_(detail::RankGroup::join(*engine_)),
       loss_(std::move(loss)) {}
 
 Optimizer::Optimizer(Loss loss, Params params, Options options,
@@ -115,7 +117,7 @@ Optimizer::Optimizer(Loss loss, Params params, Options options,
                                                      std::move(options), std::move(rule),
                                                      static_cast<bool>(loss))),
       loop_(std::make_unique<detail::LoopState>()),
-      parallel_(detail::DataParallel::join(*engine_)),
+      ranks_(detail::RankGroup::join(*engine_)),
       loss_(std::move(loss)) {}
 
 Optimizer::~Optimizer() = default;
@@ -138,11 +140,7 @@ NamedTensors Optimizer::state() { return engine_->state(); }
 std::vector<torch::Tensor>& Optimizer::slots(size_t index) { return engine_->slots(index); }
 torch::Tensor& Optimizer::velocity(size_t index) { return engine_->velocity(index); }
 
-Place Optimizer::place() const noexcept { return parallel_ ? parallel_->place() : Place{}; }
-
-detail::DataParallel* Optimizer::parallel() const noexcept {
-  return parallel_ && parallel_->active() ? parallel_.get() : nullptr;
-}
+Place Optimizer::place() const noexcept { return ranks_->place(); }
 
 bool Optimizer::needs_hessian_vector_products() const {
   return engine_->rule().needs_hessian_vector_products();
@@ -205,13 +203,9 @@ bool Optimizer::apply(const std::vector<torch::Tensor>& grads,
     engine_->check_tensors(hessian_vector_products, "Hessian-vector product");
     hvs = hessian_vector_products;
   }
-  if (auto* parallel = this->parallel()) {
-    auto averaged = grads;
-    detail::StepFlags flags;
-    parallel->average(*engine_, averaged, hvs, flags);
-    return engine_->apply(averaged, hvs, false, forced_nesterov());
-  }
-  return engine_->apply(grads, hvs, false, forced_nesterov());
+  auto averaged = grads;
+  ranks_->average(*engine_, averaged, hvs);
+  return engine_->apply(averaged, hvs, false, forced_nesterov());
 }
 
 void Optimizer::require_loss(const char* call) const {
@@ -292,7 +286,7 @@ Monitors Optimizer::step(const Batch& batch) {
   }
   std::vector<torch::Tensor> hvs;
   // A non-finite loss skips the update; a data-parallel rank still takes part in it.
-  if (needs_hv && (std::isfinite(monitors.at("loss")) || parallel())) {
+  if (needs_hv && (std::isfinite(monitors.at("loss")) || ranks_->steps_together())) {
     std::vector<const Options*> clipping;  // each parameter's own group's settings
     for (size_t i = 0; i < grads.size(); ++i) {
       clipping.push_back(&group_options(params().group_of(i)));
@@ -310,35 +304,15 @@ void Optimizer::update_from(const Monitors& monitors, std::vector<torch::Tensor>
                             std::vector<torch::Tensor>& hvs) {
   const double loss = monitors.at("loss");
   const bool clipped = !hvs.empty();  // ESGD's were clipped in the graph
-  auto* parallel = this->parallel();
-  if (!parallel) {
-    loop_->interrupt_requested = detail::InterruptGuard::requested();
-    if (!std::isfinite(loss)) {
-      engine_->skip("non-finite loss (" + std::to_string(loss) + ")");
-    } else if (engine_->add_to_window(grads)) {
-      engine_->apply(grads, hvs, clipped, forced_nesterov());
-    }
-    return;
-  }
-  // Every rank takes part in the same collectives, whatever its own loss: the flags say
-  // whether any rank's loss was not finite (then every rank skips) or saw Ctrl-C.
+  // The flags count the ranks whose loss was not finite (then every rank skips) or that saw
+  // Ctrl-C (then every rank stops after this step).
   detail::StepFlags flags{std::isfinite(loss) ? 0.0 : 1.0,
                           detail::InterruptGuard::requested() ? 1.0 : 0.0};
-  const bool updates = engine_->window_count() + 1 >= options().accumulate();
-  if (updates) {
-    engine_->add_to_window(grads);
-    parallel->average(*engine_, grads, hvs, flags);
-  } else {
-    parallel->agree(flags);
-  }
+  const bool update_due = ranks_->reduce(*engine_, grads, hvs, flags);
   loop_->interrupt_requested = flags.interrupts > 0;
   if (flags.nonfinite_losses > 0) {
-    engine_->skip("non-finite loss on " + detail::format_number(flags.nonfinite_losses) + " of " +
-                  std::to_string(place().world_size) + " ranks" +
-                  (std::isfinite(loss) ? "" : " (here " + std::to_string(loss) + ")"));
-  } else if (!updates) {
-    engine_->add_to_window(grads);
-  } else {
+    engine_->skip(ranks_->nonfinite_loss(flags, loss));
+  } else if (update_due) {
     engine_->apply(grads, hvs, clipped, forced_nesterov());
   }
 }
@@ -353,7 +327,7 @@ Monitors Optimizer::evaluate(Dataset& data) {
     const Monitors monitors = evaluate_batch(batch).second;
     detail::add_weighted(totals, monitors, static_cast<double>(data.samples(batch)));
   }
-  if (auto* parallel = this->parallel()) parallel->agree(totals);
+  ranks_->agree(totals);
   return detail::weighted_mean(totals);
 }
 
@@ -372,6 +346,7 @@ RunSummary Optimizer::last_run() const {
   summary.passes = counters.passes;
   summary.updates = update_count();
   summary.stop = counters.stop;
+  summary.stop_detail = counters.stop_detail;
   return summary;
 }
 
@@ -388,10 +363,29 @@ void Optimizer::load_checkpoint(const std::string& path) {
   detail::load_checkpoint(path, *engine_, *loop_, nullptr, nullptr);
 }
 
+void Optimizer::add_callback(std::shared_ptr<Callback> callback) {
+  if (!callback) throw std::invalid_argument("downhill: add_callback needs a callback, not null");
+  if (std::find(callbacks_.begin(), callbacks_.end(), callback) != callbacks_.end()) {
+    throw std::invalid_argument(
+        "downhill: add_callback: this callback was added already; a callback runs once per "
+        "event");
+  }
+  callbacks_.push_back(std::move(callback));
+}
+
+void Optimizer::remove_callback(const std::shared_ptr<Callback>& callback) {
+  const auto found = std::find(callbacks_.begin(), callbacks_.end(), callback);
+  if (found == callbacks_.end()) {
+    throw std::invalid_argument(
+        "downhill: remove_callback: this callback was not added (add_callback)");
+  }
+  callbacks_.erase(found);
+}
+
 Iteration Optimizer::iterate(Dataset& train, Dataset* valid) {
   require_loss("iterate()");
   engine_->set_run_settings(nullptr);  // none left from an Iteration that was never walked
-  return Iteration(detail::RunParts{*this, *engine_, *loop_, parallel()}, train, valid);
+  return Iteration(detail::RunParts{*this, *engine_, *loop_, *ranks_, callbacks_}, train, valid);
 }
 
 Iteration Optimizer::iterate(Dataset& train, Dataset* valid, const GroupSettings& settings) {

@@ -16,6 +16,8 @@ std::string_view to_string(StopReason reason) {
       return "diverged";
     case StopReason::kLeft:
       return "left";
+    case StopReason::kCallback:
+      return "callback";
   }
   return "?";
 }

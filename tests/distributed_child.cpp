@@ -12,7 +12,9 @@
 //            valid_shift, nan_at (rank 1's loss is NaN at this training step, from 1),
 //            distributed=0 (a plain single process), lr, hang_at (a pass after which rank 1
 //            sleeps for 10 minutes, holding its connections open), own_group=1 (the
-//            group is made here, a c10d ProcessGroupGloo handed in by Options::process_group).
+//            group is made here, a c10d ProcessGroupGloo handed in by Options::process_group),
+//            stop_at=N with stop_rank=R (a callback on rank R alone asks the run to stop at
+//            the end of pass N).
 // It prints "pass N" to stdout after each pass, flushed (for the Ctrl-C test).
 // On an exception it writes "error: WHAT" to OUT_FILE, and exits with 3.
 #include <downhill/distributed.h>
@@ -34,6 +36,18 @@
 #include "test_support.h"
 
 namespace {
+
+// Asks the run to stop at the end of pass `pass`.
+class StopAtPass : public downhill::Callback {
+ public:
+  explicit StopAtPass(int64_t pass) : pass_(pass) {}
+  void on_pass_end(const downhill::RunView& run) override {
+    if (run.passes == pass_) request_stop("pass " + std::to_string(pass_) + " on this rank");
+  }
+
+ private:
+  int64_t pass_;
+};
 
 using Settings = std::map<std::string, std::string>;
 
@@ -109,6 +123,10 @@ int train(const std::string& algo, const std::string& out_file, const Settings& 
   if (text(settings, "own_group") == "1")
     options.distributed(false).process_group(own_group(place));
   auto opt = downhill::build(algo, loss, {{"w", w}, {"b", b}}, options);
+  const auto stop_at = static_cast<int64_t>(number(settings, "stop_at", -1));
+  if (stop_at > 0 && place.rank == static_cast<int64_t>(number(settings, "stop_rank", 0))) {
+    opt->add_callback(std::make_shared<StopAtPass>(stop_at));
+  }
   const auto batch = static_cast<int64_t>(number(settings, "batch", 4));
   downhill::Dataset train({x, y}, downhill::DatasetOptions().batch_size(batch).shuffle(false));
   downhill::Dataset valid({vx, vy}, downhill::DatasetOptions().batch_size(batch).shuffle(false));
@@ -135,6 +153,7 @@ int train(const std::string& algo, const std::string& out_file, const Settings& 
   const auto summary = opt->last_run();
   out << "stop " << downhill::to_string(summary.stop) << " passes " << summary.passes
       << " best_pass " << summary.best_pass << " updates " << summary.updates << "\n";
+  if (!summary.stop_detail.empty()) out << "detail " << summary.stop_detail << "\n";
   for (const auto& tensor : {w, b}) {
     const auto flat = tensor.detach().reshape({-1});
     for (int64_t i = 0; i < flat.numel(); ++i) out << flat[i].item<double>() << " ";

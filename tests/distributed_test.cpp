@@ -250,6 +250,23 @@ TEST(Distributed, RankZerosCheckpointResumesTheGroupBitForBit) {
   EXPECT_EQ(numbers(tail(straight[0])).size(), 18u);
 }
 
+TEST(Distributed, ACallbacksStopOnOneRankStopsEveryRankAtTheSamePass) {
+  TemporaryFolder folder("dist_callback");
+  const auto ranks =
+      run(folder, "ranks", 2, {"train", "sgd", "passes=10", "stop_at=2", "stop_rank=1"});
+  EXPECT_EQ(count_passes(ranks[0]), 2) << ranks[0];
+  EXPECT_EQ(count_passes(ranks[1]), 2) << ranks[1];
+  EXPECT_NE(ranks[0].find("stop callback passes 2"), std::string::npos) << ranks[0];
+  EXPECT_NE(ranks[0].find("detail asked on another rank"), std::string::npos) << ranks[0];
+  EXPECT_NE(ranks[1].find("detail pass 2 on this rank"), std::string::npos) << ranks[1];
+  // The same parameters on both ranks: the last two lines, after the summary.
+  auto tail = [](const std::string& text) {
+    const auto summary = text.rfind("stop ");
+    return text.substr(text.find('\n', text.find('\n', summary) + 1) + 1);
+  };
+  EXPECT_EQ(tail(ranks[0]), tail(ranks[1]));
+}
+
 TEST(Distributed, ANonFiniteLossOnOneRankSkipsTheUpdateOnEveryRank) {
   TemporaryFolder folder("dist_nan");
   const auto ranks = run(folder, "ranks", 2, {"train", "sgd", "passes=2", "nan_at=3"});

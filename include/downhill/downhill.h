@@ -3,6 +3,7 @@
 // Including this header brings in the whole public interface.
 
 #include <downhill/batch.h>
+#include <downhill/callbacks.h>
 #include <downhill/dataset.h>
 #include <downhill/distributed.h>
 #include <downhill/errors.h>

@@ -15,24 +15,16 @@ class Dataset;
 class Optimizer;
 
 namespace detail {
-class UpdateEngine;
-class LoopState;
-class DataParallel;
-/// The parts of an optimizer that a run drives; Optimizer::iterate() hands them over.
-struct RunParts {
-  Optimizer& optimizer;
-  UpdateEngine& engine;
-  LoopState& loop;
-  DataParallel* parallel;  // null unless data-parallel with more than one rank
-};
-}  // namespace detail
+struct RunParts;  // what Optimizer::iterate() hands over (internal)
+}
 
 /// One item per pass over the training data: the (training, validation) monitors.
 ///
 /// The loop validates every `validate_every` passes (pass 0 included), keeps the
 /// best parameters, and ends when patience elapses, `max_updates` passes are
-/// done, or Ctrl-C is pressed; in those cases the best parameters are restored.
-/// Leaving a range-for with `break` leaves the parameters as they are.
+/// done, Ctrl-C is pressed or a callback (downhill/callbacks.h) asks it to; in those
+/// cases the best parameters are restored. Leaving a range-for with `break` leaves the
+/// parameters as they are.
 ///
 /// The run starts at the first step of the walk (begin()), not when the range is
 /// made: the loop's counters start afresh then (or continue a checkpoint). An
@@ -67,8 +59,6 @@ class Iteration {
     std::shared_ptr<Walk> walk_;  // null at the end
   };
 
-  /// Made by Optimizer::iterate().
-  Iteration(detail::RunParts parts, Dataset& train, Dataset* valid);
   ~Iteration();
   Iteration(Iteration&&) noexcept;
   Iteration& operator=(Iteration&&) noexcept;
@@ -79,6 +69,8 @@ class Iteration {
   iterator end() { return iterator(); }
 
  private:
+  friend class Optimizer;  // makes it, in iterate()
+  Iteration(const detail::RunParts& parts, Dataset& train, Dataset* valid);
   struct Impl;
   std::shared_ptr<Impl> impl_;
 };

@@ -18,6 +18,7 @@
 
 namespace downhill {
 
+class Callback;
 class Dataset;
 class Iteration;
 
@@ -25,7 +26,7 @@ namespace detail {
 class UpdateRule;
 class UpdateEngine;
 class LoopState;
-class DataParallel;
+class RankGroup;
 }  // namespace detail
 
 /// The base class of the algorithms; downhill::build() makes one by name.
@@ -108,6 +109,15 @@ class Optimizer {
   /// monitors.
   std::pair<Monitors, Monitors> minimize(Dataset& train, Dataset* valid = nullptr);
 
+  /// Adds a callback (downhill/callbacks.h, docs/guide.md "Callbacks") to the runs that
+  /// start from now on: the loop calls its hooks after the built-in ones, in the order the
+  /// callbacks were added. Throws std::invalid_argument for a null callback or one added
+  /// already.
+  void add_callback(std::shared_ptr<Callback> callback);
+  /// Takes a callback added before out of the runs that start from now on. Throws
+  /// std::invalid_argument when it was not added.
+  void remove_callback(const std::shared_ptr<Callback>& callback);
+
   /// The latest run of iterate() / minimize(): the best validation's monitors and pass,
   /// passes and updates run, and why it stopped (kNotStopped while it runs).
   RunSummary last_run() const;
@@ -187,8 +197,6 @@ class Optimizer {
   void require_loss(const char* call) const;
   // The loss of one batch and its monitors ("loss" first), checked.
   std::pair<torch::Tensor, Monitors> evaluate_batch(const Batch& batch) const;
-  // The data-parallel side when there is more than one rank; null otherwise.
-  detail::DataParallel* parallel() const noexcept;
   // step()'s update once the gradients (and ESGD's products) are computed.
   void update_from(const Monitors& monitors, std::vector<torch::Tensor>& grads,
                    std::vector<torch::Tensor>& hvs);
@@ -199,7 +207,8 @@ class Optimizer {
   // counters) and the loop's state between passes and runs (counters, best parameters).
   std::unique_ptr<detail::UpdateEngine> engine_;
   std::unique_ptr<detail::LoopState> loop_;
-  std::unique_ptr<detail::DataParallel> parallel_;  // null unless built data-parallel
+  std::unique_ptr<detail::RankGroup> ranks_;          // data-parallel, or the single local rank
+  std::vector<std::shared_ptr<Callback>> callbacks_;  // the user's, in the order added
   Loss loss_;
   bool warned_unused_ = false;
 };

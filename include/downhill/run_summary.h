@@ -4,6 +4,7 @@
 #include <downhill/monitors.h>
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace downhill {
@@ -16,10 +17,11 @@ enum class StopReason {
   kInterrupted,  ///< Ctrl-C (SIGINT)
   kDiverged,     ///< `max_nonfinite` consecutive updates were skipped (DivergenceError)
   kLeft,         ///< the caller left the range (`break`, or an exception from the loss)
+  kCallback,     ///< a callback asked (Callback::request_stop; RunSummary::stop_detail says why)
 };
 
 /// The name of a StopReason: "not stopped", "patience", "max_updates", "interrupted",
-/// "diverged" or "left".
+/// "diverged", "left" or "callback".
 std::string_view to_string(StopReason reason);
 
 /// The latest run of iterate() / minimize() on an optimizer (Optimizer::last_run()).
@@ -36,8 +38,11 @@ struct RunSummary {
   int64_t passes = 0;
   int64_t updates = 0;
   /// Why the run stopped. The parameters are the best's after kPatience, kMaxUpdates,
-  /// kInterrupted and kDiverged, and the last step's after kLeft.
+  /// kInterrupted, kDiverged and kCallback, and the last step's after kLeft.
   StopReason stop = StopReason::kNotStopped;
+  /// kCallback: the reason the callback gave; kDiverged: the DivergenceError's message;
+  /// empty for the other stops.
+  std::string stop_detail;
 };
 
 }  // namespace downhill
