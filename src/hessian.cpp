@@ -1,3 +1,4 @@
+#include <downhill/detail/update_chain.h>
 #include <downhill/hessian.h>
 #include <torch/csrc/autograd/autograd.h>
 
@@ -79,19 +80,25 @@ namespace downhill::detail {
 
 namespace {
 
-// Clipped as the chain would clip it, but in the graph.
+// Clipped by the chain's own clipping stages, but in the graph: per element, or by the
+// parameter's norm (the global norm is left to the engine).
 torch::Tensor clip_in_graph(const torch::Tensor& g, const Options& options) {
+  const auto dtype = g.scalar_type();
   if (options.max_gradient_elem() > 0) {
-    return g.clamp(-options.max_gradient_elem(), options.max_gradient_elem());
+    ChainSettings settings;
+    settings.clip_elem = options.max_gradient_elem();
+    return ClipElements<at::Tensor>(settings, dtype)(g);
   }
   if (options.max_gradient_norm() <= 0) return g;
   double norm = std::sqrt(sum_of_squares(g.detach()));
   if (std::isinf(norm)) norm = overflow_safe_norm(g.detach());  // NaN: the engine refuses it
   if (!(norm > options.max_gradient_norm())) return g;
-  // Scaled by the largest element first, so that the norm cannot overflow (the constant
+  // The factor stays in the graph (Hv is that of the clipped gradient), computed with the
+  // norm scaled by the largest element first, so that it cannot overflow (the constant
   // scale does not change its derivative).
   const auto largest = g.detach().abs().max();
-  return g * (options.max_gradient_norm() / (largest * (g / largest).norm()));
+  const auto factor = options.max_gradient_norm() / (largest * (g / largest).norm());
+  return ScaleGradient<at::Tensor>(factor, chain_constant<at::Tensor>(1.0, dtype))(g);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include <downhill/callbacks.h>
 #include <downhill/dataset.h>
+#include <downhill/detail/update_chain.h>
 #include <downhill/iteration.h>
 #include <downhill/logging.h>
 #include <downhill/optimizer.h>
@@ -8,6 +9,7 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <stdexcept>
 
@@ -58,7 +60,8 @@ void check_evaluation(const Evaluation& evaluation) {
 
 }  // namespace
 
-// An algorithm written as an Optimizer subclass, seen as a rule: its virtual hooks.
+// An algorithm written as an Optimizer subclass, seen as a rule: its virtual hooks. Its
+// compute_update is the rule of the update chain's tensor form (it has no element form).
 class Optimizer::HookRule final : public detail::UpdateRule {
  public:
   explicit HookRule(Optimizer& owner) : owner_(owner) {}
@@ -71,36 +74,39 @@ class Optimizer::HookRule final : public detail::UpdateRule {
   bool needs_hessian_vector_products() const override { return false; }
   bool uses_learning_rate() const override { return true; }
   bool forces_nesterov() const override { return false; }
-  // Once per update, though the engine begins each parameter group.
-  void begin_update(const Options&, int64_t update) override {
-    if (update == last_update_) return;
-    last_update_ = update;
+  // The subclass's begin_update, once per update, though the engine prepares each group
+  // (and again when an update that was skipped is tried anew).
+  void prepare(const detail::UpdateContext& context, at::ScalarType,
+               detail::RuleConstants&) const override {
+    if (context.update == last_update_) return;
+    last_update_ = context.update;
     owner_.begin_update();
   }
-  void update(const detail::ParamTensors& target, const detail::ChainSettings& chain,
-              bool fused) override {
-    // The subclass's fused hook knows clipping and momentum only: it runs when nothing else
-    // (a global-norm factor after element clipping, a schedule, weight decay) applies.
-    const bool hook_suffices = chain.update_scale == 1.0 && chain.decay == 0.0 &&
-                               (chain.clip_elem == 0.0 || chain.grad_scale == 1.0);
-    if (fused && hook_suffices &&
-        owner_.fused_update(target.index, target.grad, target.hv, chain.grad_scale,
-                            chain.clip_elem)) {
-      return;
-    }
-    const auto clipped = detail::clip_reference(target.grad, chain.grad_scale, chain.clip_elem);
-    const auto update = detail::adjust_reference(
-        owner_.compute_update(target.index, clipped, target.hv, *target.slots), target.param,
-        chain.update_scale, chain.decay);
-    auto param = target.param;
-    torch::Tensor none;
-    detail::momentum_reference(param, target.velocity ? *target.velocity : none, update,
-                               chain.momentum, chain.nesterov);
+  void update(const detail::UpdateContext&, detail::RuleConstants&,
+              const detail::ParamTensors& target, const detail::ChainSettings& chain,
+              bool) const override {
+    detail::compose_update_chain<at::Tensor>(
+        detail::RuleStage<at::Tensor, SubclassRule>{{&owner_, target.index, target.slots}}, chain,
+        target.param.scalar_type(),
+        [&](const auto& chained) { detail::run_reference(chained, target); });
   }
 
  private:
+  // compute_update as a rule body: it keeps its state in the live slots itself.
+  struct SubclassRule {
+    static constexpr std::array<const char*, 0> state = {};
+    Optimizer* owner;
+    size_t index;
+    std::vector<at::Tensor>* slots;
+    at::Tensor operator()(const at::Tensor& g, const at::Tensor& hv,
+                          std::array<at::Tensor, 0>&) const {
+      return owner->compute_update(index, g, hv, *slots);
+    }
+  };
+
   Optimizer& owner_;
-  int64_t last_update_ = 0;
+  // The subclass's own state: the update whose begin_update has run.
+  mutable int64_t last_update_ = 0;
 };
 
 Optimizer::Optimizer(std::string name, Loss loss, Params params, Options options)

@@ -1,5 +1,6 @@
 #include "update_engine.h"
 
+#include <downhill/detail/fused_kernel.h>
 #include <downhill/logging.h>
 #include <spdlog/spdlog.h>
 #include <torch/csrc/autograd/variable.h>
@@ -195,6 +196,14 @@ void UpdateEngine::ensure_state() {
   }
   proven_.assign(params_.size(), 0);
   pending_.assign(params_.size(), Pending{});
+  rule_constants_.clear();
+  group_dtypes_.assign(params_.group_count(), {false, false});
+  for (size_t g = 0; g < params_.group_count(); ++g)
+    rule_constants_.push_back(rule_->make_constants());
+  for (size_t i = 0; i < params_.size(); ++i) {
+    group_dtypes_[params_.group_of(i)][params_.tensor(i).scalar_type() == at::kFloat ? 0 : 1] =
+        true;
+  }
 }
 
 NamedTensors UpdateEngine::state() {
@@ -306,18 +315,28 @@ void UpdateEngine::compute_clip_scales(const std::vector<at::Tensor>& grads, boo
   for (auto& scale : clip_scales_) scale *= global_scale;
 }
 
+void UpdateEngine::prepare_rule_constants() {
+  for (size_t g = 0; g < params_.group_count(); ++g) {
+    if (params_.is_frozen(g)) continue;
+    const auto context = update_context(g);
+    if (group_dtypes_[g][0]) rule_->prepare(context, at::kFloat, *rule_constants_[g]);
+    if (group_dtypes_[g][1]) rule_->prepare(context, at::kDouble, *rule_constants_[g]);
+  }
+}
+
+UpdateContext UpdateEngine::update_context(size_t group) const {
+  return UpdateContext{group_options_[group], update_count_ + 1};
+}
+
 template <typename Visit>
-bool UpdateEngine::for_each_update(bool already_clipped, bool nesterov, size_t& begun,
-                                   Visit&& visit) {
+bool UpdateEngine::for_each_update(bool already_clipped, bool nesterov, Visit&& visit) {
   size_t group = params_.group_count();  // none yet
   ChainSettings chain;
   for (size_t i = 0; i < params_.size(); ++i) {
     if (params_.is_frozen(params_.group_of(i))) continue;
-    const auto& options = group_options_[params_.group_of(i)];
     if (params_.group_of(i) != group) {
       group = params_.group_of(i);
-      if (group != begun) rule_->begin_update(options, update_count_ + 1);
-      begun = group;
+      const auto& options = group_options_[group];
       chain.clip_elem = already_clipped ? 0.0 : options.max_gradient_elem();
       chain.momentum = options.momentum();
       chain.nesterov = nesterov || options.nesterov();
@@ -326,7 +345,7 @@ bool UpdateEngine::for_each_update(bool already_clipped, bool nesterov, size_t& 
       chain.decay = rate * schedule_factors_[group] * options.weight_decay();
     }
     chain.grad_scale = clip_scales_[i];
-    if (!visit(i, chain, options)) return false;
+    if (!visit(i, chain, group)) return false;
   }
   return true;
 }
@@ -401,8 +420,8 @@ void UpdateEngine::record_ranges() {
   }
 }
 
-bool UpdateEngine::dry_run(size_t index, const ParamTensors& live, const ChainSettings& chain,
-                           bool fused) {
+bool UpdateEngine::dry_run(size_t index, size_t group, const ParamTensors& live,
+                           const ChainSettings& chain, bool fused) {
   auto& pending = pending_[index];
   auto copy = [](const at::Tensor& t) { return t.detach().clone(at::MemoryFormat::Contiguous); };
   pending.param = copy(live.param);
@@ -413,7 +432,7 @@ bool UpdateEngine::dry_run(size_t index, const ParamTensors& live, const ChainSe
   target.param = pending.param;
   target.velocity = live.velocity ? &pending.velocity : nullptr;
   target.slots = &pending.slots;
-  rule_->update(target, chain, fused);
+  rule_->update(update_context(group), *rule_constants_[group], target, chain, fused);
   auto& ranges = next_ranges_[index];
   const auto names = rule_->state_names();
   std::string bad;
@@ -440,13 +459,12 @@ bool UpdateEngine::apply(const std::vector<at::Tensor>& grads, const std::vector
   schedule_factors_.resize(group_options_.size());
   for (size_t g = 0; g < schedule_factors_.size(); ++g) schedule_factors_[g] = schedule_factor(g);
   compute_clip_scales(grads, already_clipped);
+  prepare_rule_constants();
   // The guard judges every parameter before any changes: by the ranges of its inputs when
   // they prove the update finite (then it runs in place, in one pass), otherwise by running
   // it on copies and reading what it would write.
-  size_t begun = params_.group_count();  // the group whose rule constants are built: none
   const bool judged = for_each_update(
-      already_clipped, nesterov, begun,
-      [&](size_t i, const ChainSettings& chain, const Options& options) {
+      already_clipped, nesterov, [&](size_t i, const ChainSettings& chain, size_t group) {
         refresh_ranges(i);
         const auto target = live_target(i, grads, hvs);
         auto& ranges = next_ranges_[i];
@@ -456,18 +474,20 @@ bool UpdateEngine::apply(const std::vector<at::Tensor>& grads, const std::vector
                   ranges.slots.begin());
         const Range grad{-grad_norms_[i], grad_norms_[i]};
         const Range hv{-hv_norms_[i], hv_norms_[i]};
-        proven_[i] = rule_->bound(chain, target.param.scalar_type(), grad, hv, ranges);
+        proven_[i] = rule_->bound(*rule_constants_[group], chain, target.param.scalar_type(), grad,
+                                  hv, ranges);
         if (proven_[i]) return true;
         const bool fused =
-            options.fused() && rule_->updates_only_target() && fused_eligible(target);
-        return dry_run(i, target, chain, fused);
+            group_options_[group].fused() && rule_->updates_only_target() && fused_eligible(target);
+        return dry_run(i, group, target, chain, fused);
       });
   if (!judged) return false;
-  for_each_update(already_clipped, nesterov, begun,
-                  [&](size_t i, const ChainSettings& chain, const Options& options) {
+  for_each_update(already_clipped, nesterov,
+                  [&](size_t i, const ChainSettings& chain, size_t group) {
                     const auto target = live_target(i, grads, hvs);
                     if (proven_[i]) {
-                      rule_->update(target, chain, options.fused());
+                      rule_->update(update_context(group), *rule_constants_[group], target, chain,
+                                    group_options_[group].fused());
                     } else {
                       auto& pending = pending_[i];
                       target.param.copy_(pending.param);

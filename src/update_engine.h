@@ -4,11 +4,12 @@
 // and the path of one update — the one read of each gradient (finiteness and norm), then
 // the rule's chain over each parameter. Internal; Optimizer is its facade.
 
-#include <downhill/detail/rule_runner.h>
+#include <downhill/detail/update_rule.h>
 #include <downhill/named_tensors.h>
 #include <downhill/options.h>
 #include <downhill/params.h>
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -107,12 +108,15 @@ class UpdateEngine {
   // Refuses settings whose arithmetic degenerates for the dtypes of each group's parameters
   // (a learning rate infinite in float32, an ε a rule divides by that is 0, ...).
   void check_degenerate_settings(const std::vector<Options>& options) const;
-  // Calls visit(index, chain, options) for each parameter that updates, in order, each
-  // group's rule constants begun (UpdateRule::begin_update) before its first parameter
-  // unless `begun` is that group already (then it becomes the last group's); stops at the
-  // first visit that returns false, and returns whether none did.
+  // Builds the rule's constants of every group that updates, for the update in progress
+  // (UpdateRule::prepare, once per group and dtype).
+  void prepare_rule_constants();
+  // The context of group `group`'s part of the update in progress.
+  UpdateContext update_context(size_t group) const;
+  // Calls visit(index, chain, group) for each parameter that updates, in order; stops at
+  // the first visit that returns false, and returns whether none did.
   template <typename Visit>
-  bool for_each_update(bool already_clipped, bool nesterov, size_t& begun, Visit&& visit);
+  bool for_each_update(bool already_clipped, bool nesterov, Visit&& visit);
   ParamTensors live_target(size_t index, const std::vector<at::Tensor>& grads,
                            const std::vector<at::Tensor>& hvs);
   // The guard (docs/architecture.md, "The guard"): whether the ranges it knows for parameter
@@ -120,7 +124,8 @@ class UpdateEngine {
   void refresh_ranges(size_t index);
   // The checked path of one parameter: the update on copies of its tensors, kept in
   // pending_ when every value is finite; otherwise skip() and false.
-  bool dry_run(size_t index, const ParamTensors& live, const ChainSettings& chain, bool fused);
+  bool dry_run(size_t index, size_t group, const ParamTensors& live, const ChainSettings& chain,
+               bool fused);
   // After an update: the ranges and versions of what it wrote.
   void record_ranges();
 
@@ -128,6 +133,10 @@ class UpdateEngine {
   Params params_;
   std::vector<Options> group_options_;  // [0] is the optimizer's options
   std::unique_ptr<UpdateRule> rule_;
+  // Per group: the rule's constants for the update in progress (made once, reused), and
+  // whether it holds parameters of float and of double dtype.
+  std::vector<std::unique_ptr<RuleConstants>> rule_constants_;
+  std::vector<std::array<bool, 2>> group_dtypes_;
   std::vector<std::vector<at::Tensor>> state_;
   std::vector<at::Tensor> velocity_;
   std::vector<double> grad_norms_;  // members, so that an update allocates nothing

@@ -1,5 +1,8 @@
 #include "update_stages.h"
 
+#include <ATen/Parallel.h>
+#include <downhill/detail/fused_kernel.h>
+
 #include <cmath>
 
 namespace downhill::detail {
@@ -9,67 +12,6 @@ double norm_clip_scale(double norm, double max_norm) {
   if (!(norm > max_norm)) return 1.0;  // also a zero gradient, which stays zero
   return max_norm / norm;
 }
-
-at::Tensor clip_reference(const at::Tensor& grad, double grad_scale, double clip_elem) {
-  const auto clamped = clip_elem > 0 ? grad.clamp(-clip_elem, clip_elem) : grad;
-  if (grad_scale == 1.0) return clamped;
-  // As the fused kernels do: two factors, so that a scale below the dtype's normal
-  // range keeps its digits.
-  const auto [scale, tail] = split_scale(grad.scalar_type(), grad_scale);
-  return tail == 1.0 ? clamped * scale : clamped * scale * tail;
-}
-
-at::Tensor adjust_reference(const at::Tensor& update, const at::Tensor& param, double update_scale,
-                            double decay) {
-  if (update_scale == 1.0 && decay == 0.0) return update;
-  return update * update_scale + decay * param;
-}
-
-void momentum_reference(at::Tensor& param, at::Tensor& velocity, const at::Tensor& update,
-                        double momentum, bool nesterov) {
-  if (momentum == 0) {
-    param.sub_(update);
-    return;
-  }
-  if (nesterov) {
-    velocity.mul_(momentum * momentum).sub_(update, 1.0 + momentum);
-  } else {
-    velocity.mul_(momentum).sub_(update);
-  }
-  param.add_(velocity);
-}
-
-bool cpu_has_avx2() {
-#ifdef DOWNHILL_HAS_AVX2_PATH
-  static const bool has_avx2 = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") != 0;
-  }();
-  return has_avx2;
-#else
-  return false;
-#endif
-}
-
-bool fused_eligible(const ParamTensors& target) {
-  const auto dtype = target.param.scalar_type();
-  if (dtype != at::kFloat && dtype != at::kDouble) return false;
-  auto fits = [&](const at::Tensor& t) {
-    return t.device().is_cpu() && t.scalar_type() == dtype && t.is_contiguous() &&
-           t.numel() == target.param.numel();
-  };
-  if (!fits(target.param) || !fits(target.grad)) return false;
-  if (target.hv.defined() && !fits(target.hv)) return false;
-  if (target.velocity && !fits(*target.velocity)) return false;
-  for (const auto& slot : *target.slots) {
-    if (!fits(slot)) return false;
-  }
-  return true;
-}
-
-}  // namespace downhill::detail
-
-namespace downhill::detail {
 
 namespace {
 

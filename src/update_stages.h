@@ -1,27 +1,13 @@
 #pragma once
-// What the update engine needs besides the rule chain (downhill/detail/rule_runner.h):
-// the one pre-update read of each gradient, the norm-clipping factor, and the tensor
-// form of the chain for algorithms written as Optimizer subclasses. Internal.
+// What the update engine needs besides the update chain (downhill/detail/update_chain.h):
+// the one pre-update read of each gradient and the norm-clipping factor. Internal.
 
 #include <ATen/ATen.h>
-#include <downhill/detail/rule_runner.h>
 
 namespace downhill::detail {
 
 /// min(1, max_norm / norm) for norm clipping; 1 when off or when the gradient is zero.
 double norm_clip_scale(double norm, double max_norm);
-
-/// Clipping as tensor operations: clamp when clip_elem > 0, then multiply by grad_scale.
-at::Tensor clip_reference(const at::Tensor& grad, double grad_scale, double clip_elem);
-
-/// The schedule and weight decay as tensor operations: u·update_scale + decay·p.
-at::Tensor adjust_reference(const at::Tensor& update, const at::Tensor& param, double update_scale,
-                            double decay);
-
-/// Momentum and the parameter update as tensor operations: p ← p − u (μ = 0), or
-/// w ← μw − u / w ← μ²w − (1+μ)u (Nesterov) and p ← p + w.
-void momentum_reference(at::Tensor& param, at::Tensor& velocity, const at::Tensor& update,
-                        double momentum, bool nesterov);
 
 /// Σ g², accumulated in double, in one read of `grad`: finite exactly when every
 /// element is finite (for any gradient below 1e150 in magnitude), and the square

@@ -168,12 +168,10 @@ class Optimizer {
   virtual torch::Tensor compute_update(size_t index, const torch::Tensor& grad,
                                        const torch::Tensor& hv,
                                        std::vector<torch::Tensor>& state) = 0;
-  /// The fused path for parameter `index`: does clipping (`clip_elem` > 0: clamp;
-  /// otherwise multiply by `grad_scale`), the rule and momentum in one pass.
-  /// Returns false when it does not apply, and the reference path runs instead.
-  /// Not called at present: it would write the live tensors before the update guard can
-  /// check their values, so a subclass's updates run compute_update on copies, checked and
-  /// then copied back (docs/guide.md, "Guarantees").
+  /// Never called; kept so that subclasses that override it still compile. A fused pass
+  /// would write the live tensors before the update guard can check their values, so a
+  /// subclass's updates run compute_update in the update chain's tensor form on copies,
+  /// checked and then copied back (docs/guide.md, "Guarantees").
   // (Parameter names are comments here so that users' -Wextra builds stay quiet.)
   virtual bool fused_update(size_t /*index*/, const torch::Tensor& /*grad*/,
                             const torch::Tensor& /*hv*/, double /*grad_scale*/,
