@@ -929,8 +929,8 @@ TEST(ParameterGroups, ALoopSettingInAGroupIsRefused) {
             "downhill: parameter group 1 changes patience (5 to 3), a setting of the whole "
             "optimizer; a group may change: learning_rate, momentum, nesterov, "
             "max_gradient_norm, max_gradient_elem, rms_halflife, rms_regularizer, "
-            "beta1_halflife, beta2_halflife, rprop_increase, rprop_decrease, rprop_min_step, "
-            "rprop_max_step, weight_decay, learning_rate_schedule, fused");
+            "rprop_increase, rprop_decrease, rprop_min_step, rprop_max_step, beta1_halflife, "
+            "beta2_halflife, weight_decay, learning_rate_schedule, fused");
 }
 
 TEST(ParameterGroups, AnInvalidValueInAGroupIsRefusedNamingTheGroup) {
