@@ -1,9 +1,7 @@
 #include "update_engine.h"
 
-#include <downhill/detail/fused_kernel.h>
 #include <downhill/logging.h>
 #include <spdlog/spdlog.h>
-#include <torch/csrc/autograd/variable.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
@@ -143,11 +141,7 @@ void UpdateEngine::change_options(std::optional<size_t> group, const GroupSettin
   }
   check_rule_settings(next[0]);
   check_degenerate_settings(next);
-  if (window_count_ > 0 && next[0].accumulate() != options().accumulate()) {
-    throw std::invalid_argument("downhill: change_options: accumulate cannot change while " +
-                                std::to_string(window_count_) +
-                                " batches of a window are summed; change it after the update");
-  }
+  window_.check_size_change(options().accumulate(), next[0].accumulate());
   if (!dry_run) assign_group_options(std::move(next));
 }
 
@@ -188,14 +182,7 @@ void UpdateEngine::ensure_state() {
       velocity_[i] = at::zeros_like(param, at::MemoryFormat::Contiguous);
     }
   }
-  known_.assign(params_.size(), Known{});
-  next_ranges_.assign(params_.size(), StateRanges{});
-  for (size_t i = 0; i < params_.size(); ++i) {
-    known_[i].ranges.slots.resize(names.size());
-    next_ranges_[i].slots.resize(names.size());
-  }
-  proven_.assign(params_.size(), 0);
-  pending_.assign(params_.size(), Pending{});
+  guard_.reset(params_.size(), names.size());
   rule_constants_.clear();
   group_dtypes_.assign(params_.group_count(), {false, false});
   for (size_t g = 0; g < params_.group_count(); ++g)
@@ -362,94 +349,6 @@ ParamTensors UpdateEngine::live_target(size_t index, const std::vector<at::Tenso
   return target;
 }
 
-namespace {
-
-// A tensor's identity and version: any in-place change through ATen bumps the version.
-const void* identity(const at::Tensor& t) { return t.unsafeGetTensorImpl(); }
-int64_t version(const at::Tensor& t) {
-  return t.unsafeGetTensorImpl()->version_counter().current_version();
-}
-
-// The range of a tensor's elements, read once; NaN bounds when one is NaN.
-Range observed_range(const at::Tensor& t) {
-  if (!t.defined() || t.numel() == 0) return {};
-  const auto [low, high] = at::aminmax(t);
-  return {low.item<double>(), high.item<double>()};
-}
-
-bool is_finite(Range range) { return std::isfinite(range.lo) && std::isfinite(range.hi); }
-
-}  // namespace
-
-void UpdateEngine::refresh_ranges(size_t index) {
-  auto& known = known_[index];
-  const auto& param = params_.tensor(index);
-  const auto& velocity = velocity_[index];
-  const auto& slots = state_[index];
-  bool current = known.valid && known.tensors.size() == 2 + slots.size();
-  auto check = [&](size_t k, const at::Tensor& t) {
-    if (current && t.defined()) {
-      current = known.tensors[k] == identity(t) && known.versions[k] == version(t);
-    }
-  };
-  check(0, param);
-  check(1, velocity);
-  for (size_t s = 0; s < slots.size(); ++s) check(2 + s, slots[s]);
-  if (current) return;
-  known.ranges.param = observed_range(param);
-  known.ranges.velocity = observed_range(velocity);
-  for (size_t s = 0; s < slots.size(); ++s) known.ranges.slots[s] = observed_range(slots[s]);
-  known.valid = true;  // the versions follow in record_ranges()
-}
-
-void UpdateEngine::record_ranges() {
-  for (size_t i = 0; i < params_.size(); ++i) {
-    if (params_.is_frozen(params_.group_of(i))) continue;
-    auto& known = known_[i];
-    std::swap(known.ranges, next_ranges_[i]);
-    const size_t count = 2 + state_[i].size();
-    known.tensors.resize(count);
-    known.versions.resize(count);
-    auto note = [&](size_t k, const at::Tensor& t) {
-      known.tensors[k] = t.defined() ? identity(t) : nullptr;
-      known.versions[k] = t.defined() ? version(t) : 0;
-    };
-    note(0, params_.tensor(i));
-    note(1, velocity_[i]);
-    for (size_t s = 0; s < state_[i].size(); ++s) note(2 + s, state_[i][s]);
-  }
-}
-
-bool UpdateEngine::dry_run(size_t index, size_t group, const ParamTensors& live,
-                           const ChainSettings& chain, bool fused) {
-  auto& pending = pending_[index];
-  auto copy = [](const at::Tensor& t) { return t.detach().clone(at::MemoryFormat::Contiguous); };
-  pending.param = copy(live.param);
-  pending.velocity = live.velocity ? copy(*live.velocity) : at::Tensor();
-  pending.slots.clear();
-  for (const auto& slot : *live.slots) pending.slots.push_back(copy(slot));
-  ParamTensors target = live;
-  target.param = pending.param;
-  target.velocity = live.velocity ? &pending.velocity : nullptr;
-  target.slots = &pending.slots;
-  rule_->update(update_context(group), *rule_constants_[group], target, chain, fused);
-  auto& ranges = next_ranges_[index];
-  const auto names = rule_->state_names();
-  std::string bad;
-  ranges.param = observed_range(pending.param);
-  if (!is_finite(ranges.param)) bad = "its new value";
-  ranges.velocity = observed_range(pending.velocity);
-  if (bad.empty() && !is_finite(ranges.velocity)) bad = "its velocity";
-  for (size_t s = 0; s < pending.slots.size(); ++s) {
-    ranges.slots[s] = observed_range(pending.slots[s]);
-    if (bad.empty() && !is_finite(ranges.slots[s])) bad = "its state '" + names[s] + "'";
-  }
-  if (bad.empty()) return true;
-  for (auto& p : pending_) p = Pending{};
-  skip("the update of parameter '" + params_.name(index) + "' is not finite (" + bad + ")");
-  return false;
-}
-
 bool UpdateEngine::apply(const std::vector<at::Tensor>& grads, const std::vector<at::Tensor>& hvs,
                          bool already_clipped, bool nesterov) {
   if (!read_gradients(grads, hvs)) return false;
@@ -462,80 +361,46 @@ bool UpdateEngine::apply(const std::vector<at::Tensor>& grads, const std::vector
   prepare_rule_constants();
   // The guard judges every parameter before any changes: by the ranges of its inputs when
   // they prove the update finite (then it runs in place, in one pass), otherwise by running
-  // it on copies and reading what it would write.
+  // it on copies and reading what it would write. Then it commits them all.
   const bool judged = for_each_update(
       already_clipped, nesterov, [&](size_t i, const ChainSettings& chain, size_t group) {
-        refresh_ranges(i);
-        const auto target = live_target(i, grads, hvs);
-        auto& ranges = next_ranges_[i];
-        ranges.param = known_[i].ranges.param;
-        ranges.velocity = known_[i].ranges.velocity;
-        std::copy(known_[i].ranges.slots.begin(), known_[i].ranges.slots.end(),
-                  ranges.slots.begin());
+        const auto context = update_context(group);
+        const GuardedUpdate update{*rule_, context, *rule_constants_[group], chain,
+                                   group_options_[group].fused()};
         const Range grad{-grad_norms_[i], grad_norms_[i]};
         const Range hv{-hv_norms_[i], hv_norms_[i]};
-        proven_[i] = rule_->bound(*rule_constants_[group], chain, target.param.scalar_type(), grad,
-                                  hv, ranges);
-        if (proven_[i]) return true;
-        const bool fused =
-            group_options_[group].fused() && rule_->updates_only_target() && fused_eligible(target);
-        return dry_run(i, group, target, chain, fused);
+        if (guard_.judge(update, live_target(i, grads, hvs), grad, hv, params_.name(i))) {
+          return true;
+        }
+        skip(guard_.failure());
+        return false;
       });
   if (!judged) return false;
   for_each_update(already_clipped, nesterov,
                   [&](size_t i, const ChainSettings& chain, size_t group) {
-                    const auto target = live_target(i, grads, hvs);
-                    if (proven_[i]) {
-                      rule_->update(update_context(group), *rule_constants_[group], target, chain,
-                                    group_options_[group].fused());
-                    } else {
-                      auto& pending = pending_[i];
-                      target.param.copy_(pending.param);
-                      if (target.velocity) target.velocity->copy_(pending.velocity);
-                      for (size_t s = 0; s < pending.slots.size(); ++s) {
-                        (*target.slots)[s].copy_(pending.slots[s]);
-                      }
-                      pending = Pending{};
-                    }
-                    // The fused kernels write through raw pointers; tell autograd the
-                    // tensors changed (and the guard, which reads their versions).
-                    torch::autograd::impl::bump_version(target.param);
+                    const auto context = update_context(group);
+                    const GuardedUpdate update{*rule_, context, *rule_constants_[group], chain,
+                                               group_options_[group].fused()};
+                    guard_.commit(update, live_target(i, grads, hvs));
                     return true;
                   });
-  record_ranges();
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (params_.is_frozen(params_.group_of(i))) continue;
+    guard_.record(i, params_.tensor(i), velocity_[i], state_[i]);
+  }
   ++update_count_;
   last_update_applied_ = true;
   return true;
 }
 
 bool UpdateEngine::add_to_window(std::vector<at::Tensor>& grads) {
-  const int64_t size = options().accumulate();
-  if (size == 1) return true;
-  at::NoGradGuard no_grad;
-  if (window_count_ == 0) {
-    window_.assign(grads.size(), at::Tensor());
-    for (size_t i = 0; i < grads.size(); ++i) {
-      if (grads[i].defined()) window_[i] = grads[i].detach().clone(at::MemoryFormat::Contiguous);
-    }
-  } else {
-    for (size_t i = 0; i < grads.size(); ++i) {
-      if (window_[i].defined()) window_[i].add_(grads[i]);
-    }
-  }
+  if (options().accumulate() == 1) return true;
   last_update_applied_ = true;
-  if (++window_count_ < size) return false;
-  for (auto& sum : window_) {
-    if (sum.defined()) sum.div_(static_cast<double>(size));
-  }
-  grads = std::move(window_);
-  window_.clear();
-  window_count_ = 0;
-  return true;
+  return window_.add(grads, options().accumulate());
 }
 
 void UpdateEngine::skip(const std::string& reason) {
   window_.clear();
-  window_count_ = 0;
   last_update_applied_ = false;
   last_skip_reason_ = reason;
   logger()->warn("{}: {}; update skipped", name_, reason);
@@ -570,11 +435,7 @@ void UpdateEngine::save(torch::serialize::OutputArchive& archive) {
   for (size_t g = 0; g < group_options_.size(); ++g) {
     archive.write(archive_key("group_settings", g), settings_values(group_options_[g]));
   }
-  archive.write("accumulate", c10::IValue(options().accumulate()));
-  archive.write("window_count", c10::IValue(window_count_));
-  for (size_t i = 0; i < window_.size() && window_count_ > 0; ++i) {
-    if (window_[i].defined()) archive.write(archive_key("window", i), window_[i]);
-  }
+  window_.save(archive, options().accumulate());
 }
 
 EngineSnapshot UpdateEngine::read(torch::serialize::InputArchive& archive,
@@ -667,20 +528,7 @@ void UpdateEngine::read_settings_and_window(torch::serialize::InputArchive& arch
   } catch (const std::invalid_argument& error) {
     mismatch(std::string("its settings do not fit: ") + error.what());
   }
-  snapshot.window_count = read_value(archive, "window_count").toInt();
-  if (snapshot.window_count == 0) return;
-  const auto accumulate = read_value(archive, "accumulate").toInt();
-  if (accumulate != options().accumulate()) {
-    mismatch("it holds " + std::to_string(snapshot.window_count) + " batches of a window of " +
-             std::to_string(accumulate) + " (accumulate), this optimizer accumulates " +
-             std::to_string(options().accumulate()));
-  }
-  snapshot.window.resize(params_.size());
-  for (size_t i = 0; i < params_.size(); ++i) {
-    if (!archive.try_read(archive_key("window", i), snapshot.window[i])) continue;
-    expect_like(snapshot.window[i], params_.tensor(i),
-                "the accumulated gradient of parameter '" + params_.name(i) + "'", mismatch);
-  }
+  snapshot.window = AccumulationWindow::read(archive, params_, options().accumulate(), mismatch);
 }
 
 void UpdateEngine::commit(EngineSnapshot&& snapshot) {
@@ -701,8 +549,7 @@ void UpdateEngine::commit(EngineSnapshot&& snapshot) {
                      after[k].second, before[k].second);
     }
   }
-  window_count_ = snapshot.window_count;
-  window_ = std::move(snapshot.window);
+  window_.commit(std::move(snapshot.window));
 }
 
 }  // namespace downhill::detail

@@ -1,8 +1,9 @@
 #pragma once
 // The update engine: the parameters in their groups, each group's settings, the
-// algorithm's rule and its state, the update counter, the window of accumulated gradients,
-// and the path of one update — the one read of each gradient (finiteness and norm), then
-// the rule's chain over each parameter. Internal; Optimizer is its facade.
+// algorithm's rule and its state, the update counter, and the path of one update — the one
+// read of each gradient (finiteness and norm), then the rule's chain over each parameter,
+// judged and committed by the update guard (update_guard.h). Gradient accumulation is its
+// AccumulationWindow (accumulation_window.h). Internal; Optimizer is its facade.
 
 #include <downhill/detail/update_rule.h>
 #include <downhill/named_tensors.h>
@@ -16,7 +17,9 @@
 #include <string>
 #include <vector>
 
+#include "accumulation_window.h"
 #include "archive_io.h"
+#include "update_guard.h"
 
 namespace downhill::detail {
 
@@ -27,8 +30,7 @@ struct EngineSnapshot {
   std::vector<at::Tensor> velocity;            // undefined without momentum
   int64_t update_count = 0;
   std::optional<std::vector<Options>> group_options;  // absent in older checkpoints
-  int64_t window_count = 0;
-  std::vector<at::Tensor> window;  // the gradient sums of a partly filled window
+  WindowSnapshot window;  // a partly filled window of accumulated gradients
 };
 
 class UpdateEngine {
@@ -73,7 +75,7 @@ class UpdateEngine {
   /// the window's gradients, and starts a new window. Always true for accumulate(1).
   bool add_to_window(std::vector<at::Tensor>& grads);
   /// Batches summed in the window so far.
-  int64_t window_count() const noexcept { return window_count_; }
+  int64_t window_count() const noexcept { return window_.count(); }
 
   /// Copies checked `values` into the parameters.
   void set_params(const std::vector<at::Tensor>& values);
@@ -119,15 +121,6 @@ class UpdateEngine {
   bool for_each_update(bool already_clipped, bool nesterov, Visit&& visit);
   ParamTensors live_target(size_t index, const std::vector<at::Tensor>& grads,
                            const std::vector<at::Tensor>& hvs);
-  // The guard (docs/architecture.md, "The guard"): whether the ranges it knows for parameter
-  // `index` still describe its tensors; if not, reads them once.
-  void refresh_ranges(size_t index);
-  // The checked path of one parameter: the update on copies of its tensors, kept in
-  // pending_ when every value is finite; otherwise skip() and false.
-  bool dry_run(size_t index, size_t group, const ParamTensors& live, const ChainSettings& chain,
-               bool fused);
-  // After an update: the ranges and versions of what it wrote.
-  void record_ranges();
 
   std::string name_;
   Params params_;
@@ -141,26 +134,10 @@ class UpdateEngine {
   std::vector<at::Tensor> velocity_;
   std::vector<double> grad_norms_;  // members, so that an update allocates nothing
   std::vector<double> hv_norms_;
-  // The guard, per parameter: the ranges of its tensors as the last update left them, and
-  // which tensors (and versions) they describe; a change by anyone else shows in the version.
-  struct Known {
-    bool valid = false;
-    StateRanges ranges;
-    std::vector<const void*> tensors;  // param, velocity, slots
-    std::vector<int64_t> versions;
-  };
-  std::vector<Known> known_;
-  std::vector<StateRanges> next_ranges_;  // what the update in progress writes
-  std::vector<char> proven_;              // per parameter: provably finite, updated in place
-  struct Pending {                        // the checked path's results, not yet committed
-    at::Tensor param, velocity;
-    std::vector<at::Tensor> slots;
-  };
-  std::vector<Pending> pending_;
+  UpdateGuard guard_;  // docs/architecture.md, "The guard"
   std::vector<double> clip_scales_;
   std::vector<double> schedule_factors_;  // per group, for the update in progress
-  std::vector<at::Tensor> window_;
-  int64_t window_count_ = 0;
+  AccumulationWindow window_;
   GroupSettings run_settings_;  // for the next run; empty when none
   int64_t update_count_ = 0;
   bool last_update_applied_ = true;
