@@ -1,7 +1,7 @@
 #pragma once
 // Gradient accumulation: a window of `accumulate` batches whose gradients are summed, the
 // update made from their mean at the window's last batch. Internal; the update engine owns
-// one, and writes its entries into the engine's part of a checkpoint.
+// one, and its fields are in the engine's part of a checkpoint (engine_checkpoint.cpp).
 
 #include <ATen/ATen.h>
 #include <downhill/params.h>
@@ -9,13 +9,12 @@
 #include <cstdint>
 #include <vector>
 
-#include "archive_io.h"
-
 namespace downhill::detail {
 
-/// A partly filled window as a checkpoint holds it, read and checked, not yet applied.
+/// A partly filled window as a checkpoint holds it.
 struct WindowSnapshot {
-  int64_t count = 0;
+  int64_t size = 1;              // the window size in force (accumulate)
+  int64_t count = 0;             // batches summed so far, fewer than size
   std::vector<at::Tensor> sums;  // per parameter; undefined for a frozen one
 };
 
@@ -33,13 +32,9 @@ class AccumulationWindow {
   /// batches are summed (change_options).
   void check_size_change(int64_t from, int64_t to) const;
 
-  /// Its checkpoint entries ("accumulate", "window_count", "window_<i>"); `size` is the
-  /// window size in force.
-  void save(torch::serialize::OutputArchive& archive, int64_t size) const;
-  /// Reads and checks the entries against `params` and the window size `size` in force
-  /// (calling `mismatch`); changes nothing.
-  static WindowSnapshot read(torch::serialize::InputArchive& archive, const Params& params,
-                             int64_t size, const Mismatch& mismatch);
+  /// The window as a checkpoint holds it; `size` is the window size in force.
+  WindowSnapshot snapshot(int64_t size) const { return {size, count_, sums_}; }
+  /// Puts back a checked snapshot.
   void commit(WindowSnapshot&& snapshot);
 
  private:

@@ -1,5 +1,6 @@
-// The checkpoint file: a format tag, the update engine's and the loop's own entries,
-// the global random generator's state, and a checksum trailer; written atomically.
+// The checkpoint file: a format tag with its version, the update engine's and the loop's
+// fields (each part's schema), the global random generator's state, and a checksum trailer;
+// written atomically.
 #include "checkpoint.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -14,14 +15,27 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "archive_io.h"
 #include "atomic_file.h"
+#include "checkpoint_schema.h"
 
 namespace downhill::detail {
 
 namespace {
 
-constexpr const char* kFormat = "downhill-checkpoint-1";
+constexpr char kFormatPrefix[] = "downhill-checkpoint-";
+
+// The version of a format tag "downhill-checkpoint-<version>"; 0 for another tag.
+int64_t format_version(const std::string& tag) {
+  const std::string prefix = kFormatPrefix;
+  if (tag.rfind(prefix, 0) != 0 || tag.size() == prefix.size() || tag.size() > prefix.size() + 9)
+    return 0;
+  int64_t version = 0;
+  for (size_t k = prefix.size(); k < tag.size(); ++k) {
+    if (tag[k] < '0' || tag[k] > '9') return 0;
+    version = version * 10 + (tag[k] - '0');
+  }
+  return version;
+}
 
 // A checkpoint file is the archive followed by a trailer: kTrailerMagic, then the
 // archive's 64-bit FNV-1a hash (little-endian), so that a flipped bit or a cut file is
@@ -78,9 +92,10 @@ void save_checkpoint(const std::string& path, UpdateEngine& engine, const LoopSt
                      const Dataset* train, const Dataset* valid) {
   torch::NoGradGuard no_grad;
   torch::serialize::OutputArchive archive;
-  archive.write("format", c10::IValue(std::string(kFormat)));
-  engine.save(archive);
-  loop.save(archive, train, valid);
+  archive.write("format", c10::IValue(checkpoint_format(kCheckpointVersion)));
+  EntryWriter writer(archive);
+  engine.save(writer);
+  loop.save(writer, train, valid);
   at::Generator global = at::detail::getDefaultCPUGenerator();
   {
     std::lock_guard<std::mutex> lock(global.mutex());
@@ -101,16 +116,29 @@ void load_checkpoint(const std::string& path, UpdateEngine& engine, LoopState& l
     throw std::runtime_error("downhill: cannot read checkpoint '" + path +
                              "': " + e.what_without_backtrace());
   }
-  const Mismatch mismatch = [&](const std::string& what) {
-    throw std::invalid_argument("downhill: checkpoint '" + path +
-                                "' is of another problem: " + what);
-  };
-  if (read_value(archive, "format").toStringRef() != kFormat) mismatch("unknown format");
+  c10::IValue format;
+  if (!archive.try_read("format", format) || !format.isString() ||
+      format_version(format.toStringRef()) == 0) {
+    throw std::runtime_error("downhill: cannot read checkpoint '" + path +
+                             "': it has no format tag 'downhill-checkpoint-<version>'");
+  }
+  const int64_t version = format_version(format.toStringRef());
+  if (version < kOldestCheckpointVersion || version > kCheckpointVersion) {
+    throw std::runtime_error(
+        "downhill: cannot read checkpoint '" + path + "': it is of format version " +
+        std::to_string(version) + " ('" + format.toStringRef() + "'); this downhill reads " +
+        (kOldestCheckpointVersion == kCheckpointVersion
+             ? "version " + std::to_string(kCheckpointVersion)
+             : "versions " + std::to_string(kOldestCheckpointVersion) + " to " +
+                   std::to_string(kCheckpointVersion)) +
+        (version > kCheckpointVersion ? ", and a newer downhill wrote it" : ""));
+  }
 
   // Read and check everything before changing anything.
-  auto engine_part = engine.read(archive, mismatch);
-  auto loop_part = loop.read(archive, mismatch, engine.params(), train, valid);
-  const auto rng_state = read_tensor(archive, "rng_cpu");
+  EntryReader reader(archive, path, version);
+  auto engine_part = engine.read(reader);
+  auto loop_part = loop.read(reader, engine.params(), train, valid);
+  const auto rng_state = reader.tensor("rng_cpu");
 
   // Everything read and checked: commit. The generator first, since set_state() is what
   // can still refuse (a malformed state); the parts' commits only copy checked tensors.

@@ -1,94 +1,206 @@
 #include "loop_state.h"
 
+#include <ATen/ATen.h>
 #include <downhill/dataset.h>
-#include <torch/serialize/input-archive.h>
-#include <torch/serialize/output-archive.h>
 
 #include <sstream>
 #include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace downhill::detail {
 
 namespace {
 
-// The pass in progress: {steps, skipped}, {weight, then sum and weight of each monitor},
-// and the monitors' names.
-void write_pass(torch::serialize::OutputArchive& archive, const PassProgress& pass) {
-  std::string names;
-  std::vector<double> sums = {pass.weight};
-  for (const auto& s : pass.sums) {
-    names += s.name + '\n';
-    sums.push_back(s.sum);
-    sums.push_back(s.weight);
-  }
-  archive.write("pass_counts", to_tensor({pass.steps, pass.skipped}));
-  archive.write("pass_sums", torch::tensor(sums, torch::kDouble));
-  archive.write("pass_names", c10::IValue(names));
+using Record = LoopSnapshot;
+using LoopField = Field<LoopSnapshot, LoopContext>;
+
+auto has(std::string key) {
+  return [key = std::move(key)](const EntryReader& reader) { return reader.has(key); };
 }
 
-// Reads what write_pass() wrote; a checkpoint without it was written between passes.
-void read_pass(torch::serialize::InputArchive& archive, PassProgress& pass) {
-  torch::Tensor counts, sums;
-  c10::IValue names;
-  if (!archive.try_read("pass_counts", counts)) return;
-  archive.read("pass_sums", sums);
-  archive.read("pass_names", names);
-  const auto steps_and_skipped = to_vector(counts);
-  sums = sums.to(torch::kDouble).contiguous();
-  const auto* values = sums.data_ptr<double>();
-  std::istringstream lines(names.toStringRef());
-  std::vector<PassProgress::Sum> named;
-  std::string name;
-  for (int64_t k = 1; k + 1 < sums.numel() && std::getline(lines, name); k += 2) {
-    named.push_back({name, values[k], values[k + 1]});
-  }
-  if (steps_and_skipped.size() != 2 || sums.numel() < 1 ||
-      static_cast<int64_t>(2 * named.size()) != sums.numel() - 1 || steps_and_skipped[0] < 0) {
-    throw std::runtime_error("the pass in progress is malformed");
-  }
-  pass.steps = steps_and_skipped[0];
-  pass.skipped = steps_and_skipped[1];
-  pass.weight = values[0];
-  pass.sums = std::move(named);
+// Monitors as "<prefix>_names" (one per line) and "<prefix>_values".
+LoopField monitors_field(std::string prefix, int64_t always_from, Monitors LoopCounters::*member) {
+  return {prefix + "_names", always_from,
+          [prefix, member](const Record& r, EntryWriter& out) {
+            std::string names;
+            std::vector<double> values;
+            for (const auto& [name, value] : r.counters.*member) {
+              names += name + '\n';
+              values.push_back(value);
+            }
+            out.text(prefix + "_names", names);
+            out.tensor(prefix + "_values",
+                       at::tensor(values.empty() ? std::vector<double>{} : values, at::kDouble));
+          },
+          [prefix, member](EntryReader& in, const LoopContext&, Record& r) {
+            std::istringstream lines(in.text(prefix + "_names"));
+            const auto values = in.tensor(prefix + "_values").to(at::kDouble).contiguous();
+            std::vector<std::string> names;
+            for (std::string name; std::getline(lines, name);) names.push_back(name);
+            if (values.dim() != 1 || values.numel() != static_cast<int64_t>(names.size())) {
+              in.invalid("its entries '" + prefix + "_names' and '" + prefix +
+                         "_values' do not hold one value per name");
+            }
+            Monitors monitors;
+            for (size_t k = 0; k < names.size(); ++k) {
+              monitors.set(names[k], values[static_cast<int64_t>(k)].item<double>());
+            }
+            r.counters.*member = std::move(monitors);
+          },
+          has(prefix + "_names")};
 }
 
-void write_monitors(torch::serialize::OutputArchive& archive, const Monitors& monitors,
-                    const std::string& prefix = "validation") {
-  std::string names;
-  std::vector<double> values;
-  for (const auto& [name, value] : monitors) {
-    names += name + '\n';
-    values.push_back(value);
-  }
-  archive.write(prefix + "_names", c10::IValue(names));
-  archive.write(prefix + "_values",
-                torch::tensor(values.empty() ? std::vector<double>{} : values, torch::kDouble));
+template <class Member>
+LoopField counter(const char* key, int64_t always_from, Member member) {
+  return integer_field<Record, LoopContext>(key, always_from, member);
 }
 
-Monitors read_monitors(torch::serialize::InputArchive& archive,
-                       const std::string& prefix = "validation") {
-  Monitors monitors;
-  const auto values = read_tensor(archive, prefix + "_values");
-  std::istringstream lines(read_value(archive, prefix + "_names").toStringRef());
-  std::string name;
-  for (int64_t k = 0; std::getline(lines, name) && k < values.numel(); ++k) {
-    monitors.set(name, values[k].item<double>());
-  }
-  return monitors;
-}
-
-void write_dataset(torch::serialize::OutputArchive& archive, size_t index, const Dataset& data) {
-  archive.write(archive_key("data_order", index), to_tensor(data.order()));
-  archive.write(archive_key("data_position", index), c10::IValue(data.position()));
-  if (data.options().generator()) {
-    archive.write(archive_key("data_generator", index), data.options().generator()->get_state());
-  }
+// The loop's checkpoint fields, in the order they are written.
+const Schema<LoopSnapshot, LoopContext>& loop_schema() {
+  static const Schema<LoopSnapshot, LoopContext> schema(
+      {
+          // The best parameters, once a validation has kept them.
+          LoopField{"best", 1,
+                    [](const Record& r, EntryWriter& out) {
+                      for (size_t i = 0; i < r.best.size(); ++i) {
+                        out.tensor(archive_key("best", i), r.best[i]);
+                      }
+                    },
+                    [](EntryReader& in, const LoopContext& c, Record& r) {
+                      for (size_t i = 0; i < c.params.size(); ++i) {
+                        const auto key = archive_key("best", i);
+                        if (!in.has(key)) break;
+                        r.best.push_back(in.tensor_like(
+                            key, c.params.tensor(i),
+                            "the best value of parameter '" + c.params.name(i) + "'"));
+                      }
+                    },
+                    has("best_0")},
+          counter(
+              "passes", 1, [](auto& r) -> auto& { return r.counters.passes; }),
+          counter(
+              "validations", 1, [](auto& r) -> auto& { return r.counters.validations; }),
+          counter(
+              "best_validation", 1, [](auto& r) -> auto& { return r.counters.best_validation; }),
+          number_field<Record, LoopContext>(
+              "best_loss", 1, [](auto& r) -> auto& { return r.counters.best_loss; }),
+          counter(
+              "consecutive_skipped", 1,
+              [](auto& r) -> auto& { return r.counters.consecutive_skipped; }),
+          counter(
+              "plateau_waiting", 2, [](auto& r) -> auto& { return r.counters.plateau_waiting; }),
+          counter(
+              "plateau_cooldown", 2, [](auto& r) -> auto& { return r.counters.plateau_cooldown; }),
+          monitors_field("validation", 1, &LoopCounters::last_validation),
+          counter(
+              "best_pass", 2, [](auto& r) -> auto& { return r.counters.best_pass; }),
+          monitors_field("best_validation", 2, &LoopCounters::best_monitors),
+          number_field<Record, LoopContext>(
+              "seconds", 2, [](auto& r) -> auto& { return r.counters.seconds; }, 0.0),
+          // The pass in progress: {steps, skipped}, {weight, then sum and weight of each
+          // monitor}, and the monitors' names.
+          LoopField{"pass", 2,
+                    [](const Record& r, EntryWriter& out) {
+                      const auto& pass = r.counters.pass;
+                      std::string names;
+                      std::vector<double> sums = {pass.weight};
+                      for (const auto& s : pass.sums) {
+                        names += s.name + '\n';
+                        sums.push_back(s.sum);
+                        sums.push_back(s.weight);
+                      }
+                      out.integers("pass_counts", {pass.steps, pass.skipped});
+                      out.tensor("pass_sums", at::tensor(sums, at::kDouble));
+                      out.text("pass_names", names);
+                    },
+                    [](EntryReader& in, const LoopContext&, Record& r) {
+                      const auto counts = in.integers("pass_counts");
+                      const auto sums = in.tensor("pass_sums").to(at::kDouble).contiguous();
+                      std::istringstream lines(in.text("pass_names"));
+                      std::vector<std::string> names;
+                      for (std::string name; std::getline(lines, name);) names.push_back(name);
+                      if (counts.size() != 2 || counts[0] < 0 || counts[1] < 0 ||
+                          counts[1] > counts[0] || sums.dim() != 1 ||
+                          sums.numel() != 1 + 2 * static_cast<int64_t>(names.size())) {
+                        in.invalid(
+                            "the pass in progress is malformed: 'pass_counts' must be {steps, "
+                            "skipped} with 0 <= skipped <= steps, and 'pass_sums' hold the "
+                            "weight, then a sum and a weight per name in 'pass_names'");
+                      }
+                      const auto* values = sums.data_ptr<double>();
+                      auto& pass = r.counters.pass;
+                      pass.steps = counts[0];
+                      pass.skipped = counts[1];
+                      pass.weight = values[0];
+                      pass.sums.clear();
+                      for (size_t k = 0; k < names.size(); ++k) {
+                        pass.sums.push_back({names[k], values[1 + 2 * k], values[2 + 2 * k]});
+                      }
+                    },
+                    has("pass_counts")},
+          // The datasets' places in their walks: train, then valid.
+          LoopField{"datasets", 1,
+                    [](const Record& r, EntryWriter& out) {
+                      for (size_t d = 0; d < r.datasets.size(); ++d) {
+                        out.integers(archive_key("data_order", d), r.datasets[d].order);
+                        out.integer(archive_key("data_position", d), r.datasets[d].position);
+                        out.tensor(archive_key("data_generator", d), r.datasets[d].generator_state);
+                      }
+                      out.integer("dataset_count", static_cast<int64_t>(r.datasets.size()));
+                    },
+                    [](EntryReader& in, const LoopContext& c, Record& r) {
+                      const auto datasets = in.integer("dataset_count", 0);
+                      if (datasets > 2) {
+                        in.invalid("its entry 'dataset_count' is " + std::to_string(datasets) +
+                                   "; a checkpoint holds at most 2 datasets (train, valid)");
+                      }
+                      for (int64_t d = 0; d < datasets; ++d) {
+                        DatasetPosition position;
+                        position.order = in.integers(archive_key("data_order", d));
+                        position.position = in.integer(archive_key("data_position", d), 0);
+                        const auto generator = archive_key("data_generator", d);
+                        if (in.has(generator)) position.generator_state = in.tensor(generator);
+                        r.datasets.push_back(std::move(position));
+                      }
+                      // The datasets of the run to continue, when known: they must fit the
+                      // positions.
+                      const Dataset* given[] = {c.train, c.valid};
+                      for (size_t d = 0; d < r.datasets.size(); ++d) {
+                        if (!given[d]) continue;
+                        try {
+                          given[d]->check_position(r.datasets[d].order, r.datasets[d].position);
+                        } catch (const std::invalid_argument& e) {
+                          const std::string message = e.what();
+                          in.mismatch(message.rfind("downhill: ", 0) == 0 ? message.substr(10)
+                                                                          : message);
+                        }
+                      }
+                    },
+                    has("dataset_count")},
+      },
+      {
+          // Counters that must agree with each other.
+          [](EntryReader& in, const LoopContext&, const Record& r) {
+            const auto& c = r.counters;
+            if (c.best_validation > c.validations) {
+              in.invalid("its best validation (" + std::to_string(c.best_validation) +
+                         ") comes after its last (" + std::to_string(c.validations) + ")");
+            }
+            if (c.best_pass > c.passes) {
+              in.invalid("its best pass (" + std::to_string(c.best_pass) +
+                         ") comes after the passes trained (" + std::to_string(c.passes) + ")");
+            }
+          },
+      });
+  return schema;
 }
 
 }  // namespace
 
 void LoopState::keep_best(const Params& params) {
-  torch::NoGradGuard no_grad;
+  at::NoGradGuard no_grad;
   best_.clear();
   for (const auto& tensor : params.tensors()) best_.push_back(tensor.detach().clone());
 }
@@ -108,76 +220,26 @@ void LoopState::resume_datasets(Dataset& train, Dataset* valid) {
   pending_.reset();
 }
 
-void LoopState::save(torch::serialize::OutputArchive& archive, const Dataset* train,
-                     const Dataset* valid) const {
-  for (size_t i = 0; i < best_.size(); ++i) archive.write(archive_key("best", i), best_[i]);
-  archive.write("passes", c10::IValue(counters.passes));
-  archive.write("validations", c10::IValue(counters.validations));
-  archive.write("best_validation", c10::IValue(counters.best_validation));
-  archive.write("best_loss", c10::IValue(counters.best_loss));
-  archive.write("consecutive_skipped", c10::IValue(counters.consecutive_skipped));
-  archive.write("plateau_waiting", c10::IValue(counters.plateau_waiting));
-  archive.write("plateau_cooldown", c10::IValue(counters.plateau_cooldown));
-  write_monitors(archive, counters.last_validation);
-  write_monitors(archive, counters.best_monitors, "best_validation");
-  archive.write("best_pass", c10::IValue(counters.best_pass));
-  archive.write("seconds", c10::IValue(counters.seconds));
-  write_pass(archive, counters.pass);
-  int64_t datasets = 0;
-  if (train) write_dataset(archive, datasets++, *train);
-  if (train && valid) write_dataset(archive, datasets++, *valid);
-  archive.write("dataset_count", c10::IValue(datasets));
+void LoopState::save(EntryWriter& writer, const Dataset* train, const Dataset* valid) const {
+  LoopSnapshot record;
+  record.counters = counters;
+  record.best = best_;
+  for (const Dataset* data : {train, train ? valid : nullptr}) {
+    if (!data) continue;
+    DatasetPosition position;
+    position.order = data->order();
+    position.position = data->position();
+    if (data->options().generator()) {
+      position.generator_state = data->options().generator()->get_state();
+    }
+    record.datasets.push_back(std::move(position));
+  }
+  loop_schema().write(record, writer);
 }
 
-LoopSnapshot LoopState::read(torch::serialize::InputArchive& archive, const Mismatch& mismatch,
-                             const Params& params, const Dataset* train,
+LoopSnapshot LoopState::read(EntryReader& reader, const Params& params, const Dataset* train,
                              const Dataset* valid) const {
-  LoopSnapshot snapshot;
-  for (size_t i = 0; i < params.size(); ++i) {
-    torch::Tensor best;
-    if (!archive.try_read(archive_key("best", i), best)) break;
-    expect_like(best, params.tensor(i), "the best value of parameter '" + params.name(i) + "'",
-                mismatch);
-    snapshot.best.push_back(best);
-  }
-  auto& c = snapshot.counters;
-  c.passes = read_value(archive, "passes").toInt();
-  c.validations = read_value(archive, "validations").toInt();
-  c.best_validation = read_value(archive, "best_validation").toInt();
-  c.best_loss = read_value(archive, "best_loss").toDouble();
-  c.consecutive_skipped = read_value(archive, "consecutive_skipped").toInt();
-  c10::IValue plateau;  // absent in older checkpoints
-  if (archive.try_read("plateau_waiting", plateau)) c.plateau_waiting = plateau.toInt();
-  if (archive.try_read("plateau_cooldown", plateau)) c.plateau_cooldown = plateau.toInt();
-  c.last_validation = read_monitors(archive);
-  c10::IValue best_pass;  // absent in older checkpoints
-  if (archive.try_read("best_pass", best_pass)) {
-    c.best_pass = best_pass.toInt();
-    c.best_monitors = read_monitors(archive, "best_validation");
-  }
-  c10::IValue seconds;
-  if (archive.try_read("seconds", seconds)) c.seconds = seconds.toDouble();
-  read_pass(archive, c.pass);
-  const auto datasets = read_value(archive, "dataset_count").toInt();
-  for (int64_t d = 0; d < datasets; ++d) {
-    DatasetPosition position;
-    position.order = to_vector(read_tensor(archive, archive_key("data_order", d)));
-    position.position = read_value(archive, archive_key("data_position", d)).toInt();
-    archive.try_read(archive_key("data_generator", d), position.generator_state);
-    snapshot.datasets.push_back(std::move(position));
-  }
-  // The datasets of the run to continue, when known: they must fit the saved positions.
-  const Dataset* given[] = {train, valid};
-  for (size_t d = 0; d < snapshot.datasets.size() && d < 2; ++d) {
-    if (!given[d]) continue;
-    try {
-      given[d]->check_position(snapshot.datasets[d].order, snapshot.datasets[d].position);
-    } catch (const std::invalid_argument& e) {
-      const std::string message = e.what();
-      mismatch(message.rfind("downhill: ", 0) == 0 ? message.substr(10) : message);
-    }
-  }
-  return snapshot;
+  return loop_schema().read(reader, LoopContext{params, train, valid});
 }
 
 void LoopState::commit(LoopSnapshot&& snapshot) {

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "archive_io.h"
+#include "checkpoint_schema.h"
 
 namespace downhill {
 class Dataset;
@@ -62,11 +62,19 @@ struct DatasetPosition {
   at::Tensor generator_state;  // undefined when the dataset has no generator of its own
 };
 
-/// The loop's part of a checkpoint, read and checked, not yet applied.
+/// The loop's part of a checkpoint: what save() writes, and what read() returns checked and
+/// commit() applies. Its fields are listed in loop_state.cpp.
 struct LoopSnapshot {
   LoopCounters counters;
   std::vector<at::Tensor> best;
   std::vector<DatasetPosition> datasets;  // train, then valid when saved
+};
+
+/// What the loop's fields are checked against when read.
+struct LoopContext {
+  const Params& params;
+  const Dataset* train;  // the datasets of the run to continue, when known
+  const Dataset* valid;
 };
 
 class LoopState {
@@ -88,13 +96,12 @@ class LoopState {
   /// Puts the datasets where the loaded checkpoint had them (once).
   void resume_datasets(Dataset& train, Dataset* valid);
 
-  /// Checkpoints: the loop's entries, with the datasets' positions when given.
-  void save(torch::serialize::OutputArchive& archive, const Dataset* train,
-            const Dataset* valid) const;
-  /// Reads and checks (calling `mismatch`): the best parameters must fit `params`, and
+  /// Checkpoints: the loop's fields, with the datasets' positions when given.
+  void save(EntryWriter& writer, const Dataset* train, const Dataset* valid) const;
+  /// Reads and checks (the reader's refusals): the best parameters must fit `params`, and
   /// the datasets, when given, the saved positions. Changes nothing.
-  LoopSnapshot read(torch::serialize::InputArchive& archive, const Mismatch& mismatch,
-                    const Params& params, const Dataset* train, const Dataset* valid) const;
+  LoopSnapshot read(EntryReader& reader, const Params& params, const Dataset* train,
+                    const Dataset* valid) const;
   void commit(LoopSnapshot&& snapshot);
 
  private:

@@ -18,18 +18,23 @@
 #include <vector>
 
 #include "accumulation_window.h"
-#include "archive_io.h"
+#include "checkpoint_schema.h"
 #include "update_guard.h"
 
 namespace downhill::detail {
 
-/// The engine's part of a checkpoint, read and checked, not yet applied.
+/// The engine's part of a checkpoint: what save() writes, and what read() returns checked
+/// and commit() applies. Its fields are listed in engine_checkpoint.cpp.
 struct EngineSnapshot {
+  std::string algorithm;
+  std::vector<std::string> names;              // the parameters'
+  std::vector<int64_t> param_groups;           // each parameter's group; empty in format 1
+  std::vector<int64_t> frozen_groups;          // the frozen groups' numbers
   std::vector<at::Tensor> values;              // the parameters
   std::vector<std::vector<at::Tensor>> state;  // the rule's slots per parameter
   std::vector<at::Tensor> velocity;            // undefined without momentum
   int64_t update_count = 0;
-  std::optional<std::vector<Options>> group_options;  // absent in older checkpoints
+  std::optional<std::vector<Options>> group_options;  // absent in the oldest checkpoints
   WindowSnapshot window;  // a partly filled window of accumulated gradients
 };
 
@@ -86,10 +91,11 @@ class UpdateEngine {
   bool last_update_applied() const noexcept { return last_update_applied_; }
   const std::string& last_skip_reason() const noexcept { return last_skip_reason_; }
 
-  /// Checkpoints: the engine writes and reads its own entries; read() checks everything
-  /// against this engine (calling `mismatch`) and changes nothing; commit() applies.
-  void save(torch::serialize::OutputArchive& archive);
-  EngineSnapshot read(torch::serialize::InputArchive& archive, const Mismatch& mismatch);
+  /// Checkpoints (engine_checkpoint.cpp): save() writes the engine's fields; read() reads
+  /// and checks them against this engine (the reader's refusals) and changes nothing;
+  /// commit() applies what read() returned.
+  void save(EntryWriter& writer);
+  EngineSnapshot read(EntryReader& reader);
   void commit(EngineSnapshot&& snapshot);
 
  private:
@@ -102,9 +108,14 @@ class UpdateEngine {
   void compute_clip_scales(const std::vector<at::Tensor>& grads, bool already_clipped);
   // Replaces each group's settings in place (same count).
   void assign_group_options(std::vector<Options>&& options);
-  // The saved settings and window into `snapshot` (read()'s second half).
-  void read_settings_and_window(torch::serialize::InputArchive& archive, const Mismatch& mismatch,
-                                EngineSnapshot& snapshot) const;
+  // The engine's checkpoint fields, in the order they are written.
+  static const Schema<EngineSnapshot, UpdateEngine>& checkpoint_schema();
+  // Each parameter's group, and the frozen groups' numbers: part of a checkpoint's identity.
+  struct Grouping {
+    std::vector<int64_t> param_groups;
+    std::vector<int64_t> frozen_groups;
+  };
+  Grouping grouping() const;
   // The one read of each gradient: false (after skip()) when one is not finite.
   bool read_gradients(const std::vector<at::Tensor>& grads, const std::vector<at::Tensor>& hvs);
   // Refuses settings whose arithmetic degenerates for the dtypes of each group's parameters

@@ -31,6 +31,8 @@
 //     rule needs Hessian-vector products (as ESGD), which step() computes;
 //   - `static double initial_value(size_t slot, const downhill::Options&)`: the state's
 //     initial value (0 otherwise);
+//   - `static double state_minimum(size_t slot)`: the least value the slot may hold (0 for
+//     a running mean of squares); a checkpoint holding less is refused (−∞ otherwise);
 //   - `static constexpr bool kNesterov = true`: always use Nesterov momentum;
 //   - `static constexpr bool kUsesLearningRate = false`: the update is not proportional to
 //     the learning rate (as ADADELTA's), so weight decay adds λ·p rather than lr·λ·p;

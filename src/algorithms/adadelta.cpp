@@ -10,6 +10,8 @@ template <typename V>
 struct Adadelta {
   static constexpr const char* name = "ADADELTA";
   static constexpr std::array<const char*, 2> state = {"G", "X"};
+  /// Both are running means of squares.
+  static double state_minimum(size_t) { return 0.0; }
   static constexpr bool kUsesLearningRate = false;  // weight decay is then λ·p
   static void check_options(const Options& options, at::ScalarType dtype) {
     refuse::unless_regularizer_normal(name, options, dtype);

@@ -9,6 +9,8 @@ template <typename V>
 struct Adagrad {
   static constexpr const char* name = "ADAGRAD";
   static constexpr std::array<const char*, 1> state = {"G"};
+  /// A sum of squares.
+  static double state_minimum(size_t) { return 0.0; }
   static void check_options(const Options& options, at::ScalarType dtype) {
     refuse::unless_regularizer_normal(name, options, dtype);
   }

@@ -1,6 +1,7 @@
 // Adam: m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
 // u = lr·(m / (1−β₁ᵗ)) / (sqrt(v / (1−β₂ᵗ)) + ε), with β from half-lives.
 #include <cmath>
+#include <limits>
 
 #include "algorithms/builtin.h"
 
@@ -30,6 +31,10 @@ template <typename V>
 struct Adam {
   static constexpr const char* name = "Adam";
   static constexpr std::array<const char*, 2> state = {"m", "v"};
+  /// v is a running mean of squares; m may take any sign.
+  static double state_minimum(size_t slot) {
+    return slot == 1 ? 0.0 : -std::numeric_limits<double>::infinity();
+  }
   static void declare_settings() { hyperparameters(); }
   static void check_options(const Options& options, at::ScalarType dtype) {
     const auto& h = hyperparameters();

@@ -23,6 +23,8 @@ template <typename V>
 struct Esgd {
   static constexpr const char* name = "ESGD";
   static constexpr std::array<const char*, 1> state = {"D"};
+  /// A running mean of squares.
+  static double state_minimum(size_t) { return 0.0; }
   static void declare_settings() { hv_method(); }
   static void check_options(const Options& options, at::ScalarType dtype) {
     refuse::unless_regularizer_normal(name, options, dtype);

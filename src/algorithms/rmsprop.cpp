@@ -1,5 +1,7 @@
 // RMSProp, Graves' centred form: f ← γf + (1−γ)g; G ← γG + (1−γ)g²;
 // u = lr·g / sqrt(G − f² + ε).
+#include <limits>
+
 #include "algorithms/builtin.h"
 
 namespace downhill::detail {
@@ -10,6 +12,10 @@ template <typename V>
 struct RmsProp {
   static constexpr const char* name = "RMSProp";
   static constexpr std::array<const char*, 2> state = {"f", "G"};
+  /// G is a running mean of squares; f, of gradients, may take any sign.
+  static double state_minimum(size_t slot) {
+    return slot == 1 ? 0.0 : -std::numeric_limits<double>::infinity();
+  }
   static void check_options(const Options& options, at::ScalarType dtype) {
     refuse::unless_regularizer_normal(name, options, dtype);
   }

@@ -1,5 +1,7 @@
 // RProp (iRprop−): per-element step sizes that grow while the gradient keeps its
 // sign and shrink when it flips; a flipped gradient is zeroed for that update.
+#include <limits>
+
 #include "algorithms/builtin.h"
 
 namespace downhill::detail {
@@ -46,6 +48,10 @@ template <typename V>
 struct RProp {
   static constexpr const char* name = "RProp";
   static constexpr std::array<const char*, 2> state = {"grad_prev", "step"};
+  /// Step sizes are not negative; the previous gradient may take any sign.
+  static double state_minimum(size_t slot) {
+    return slot == 1 ? 0.0 : -std::numeric_limits<double>::infinity();
+  }
   static void declare_settings() { hyperparameters(); }
   /// Every step size starts at the learning rate.
   static double initial_value(size_t slot, const Options& options) {

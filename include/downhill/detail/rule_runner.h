@@ -90,6 +90,14 @@ class RuleRunner final : public UpdateRule {
     return at::full_like(param, value, at::MemoryFormat::Contiguous);
   }
 
+  double state_minimum(size_t slot) const override {
+    if constexpr (requires { Rule<float>::state_minimum(slot); }) {
+      return Rule<float>::state_minimum(slot);
+    } else {
+      return UpdateRule::state_minimum(slot);
+    }
+  }
+
   bool needs_hessian_vector_products() const override {
     return kTakesHessianVectorProducts<Rule<float>, float>;
   }

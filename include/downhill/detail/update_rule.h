@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -74,6 +75,11 @@ class UpdateRule {
   virtual std::vector<std::string> state_names() const = 0;
   virtual at::Tensor initial_state(size_t slot, const at::Tensor& param,
                                    const Options& options) const = 0;
+  /// The least value state slot `slot` may hold (Adam's v: 0); a checkpoint holding less is
+  /// refused. −∞ (the default): any finite value.
+  virtual double state_minimum(size_t /*slot*/) const {
+    return -std::numeric_limits<double>::infinity();
+  }
   virtual bool needs_hessian_vector_products() const = 0;
   /// Whether the update is proportional to the learning rate (all but ADADELTA).
   virtual bool uses_learning_rate() const = 0;
