@@ -70,9 +70,15 @@ inline void unless_regularizer_normal(const char* rule, const Options& options,
   const double smallest =
       dtype == at::kFloat ? std::numeric_limits<float>::min() : std::numeric_limits<double>::min();
   if (eps < smallest) {
-    setting(rule, "rms_regularizer", eps,
-            "the update divides by it, and it is " +
-                std::string(eps == 0 ? "0" : "below the smallest normal " + dtype_name(dtype)),
+    // Appended piece by piece: GCC 12 warns falsely (-Warray-bounds) on the nested concatenation.
+    std::string why = "the update divides by it, and it is ";
+    if (eps == 0) {
+      why += "0";
+    } else {
+      why += "below the smallest normal ";
+      why += dtype_name(dtype);
+    }
+    setting(rule, "rms_regularizer", eps, why,
             "a number >= " + number(smallest) + " for " + dtype_name(dtype) + " parameters");
   }
   unless_finite_in(rule, "rms_regularizer", eps, dtype);
