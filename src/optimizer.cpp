@@ -209,6 +209,8 @@ bool Optimizer::apply(const std::vector<torch::Tensor>& grads,
     engine_->check_tensors(hessian_vector_products, "Hessian-vector product");
     hvs = hessian_vector_products;
   }
+  // One process has nothing to average: no copy of the list.
+  if (ranks_->place().world_size == 1) return engine_->apply(grads, hvs, false, forced_nesterov());
   auto averaged = grads;
   ranks_->average(*engine_, averaged, hvs);
   return engine_->apply(averaged, hvs, false, forced_nesterov());
