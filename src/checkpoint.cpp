@@ -9,6 +9,7 @@
 #include <torch/serialize/output-archive.h>
 
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <mutex>
@@ -62,6 +63,11 @@ std::string with_checksum(std::string archive) {
 
 // The file's archive, once its checksum matches; std::runtime_error naming the path otherwise.
 std::string verified_payload(const std::string& path) {
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error)) {
+    throw std::runtime_error("downhill: cannot read checkpoint '" + path +
+                             "': it is a directory, not a file");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in)
     throw std::runtime_error("downhill: cannot read checkpoint '" + path + "': no such file");
@@ -138,7 +144,7 @@ void load_checkpoint(const std::string& path, UpdateEngine& engine, LoopState& l
   EntryReader reader(archive, path, version);
   auto engine_part = engine.read(reader);
   auto loop_part = loop.read(reader, engine.params(), train, valid);
-  const auto rng_state = reader.tensor("rng_cpu");
+  const auto rng_state = reader.generator_state("rng_cpu");
 
   // Everything read and checked: commit. The generator first, since set_state() is what
   // can still refuse (a malformed state); the parts' commits only copy checked tensors.

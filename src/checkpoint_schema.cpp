@@ -2,6 +2,7 @@
 // fields share, each naming the file and the entry.
 #include "checkpoint_schema.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
@@ -113,10 +114,20 @@ std::string EntryReader::text(const std::string& key) {
 }
 
 at::Tensor EntryReader::tensor(const std::string& key) {
-  if (!has(key)) entry(archive_, *this, key);  // refuses naming it
-  at::Tensor value;
-  archive_.read(key, value);
-  return value;
+  const auto value = entry(archive_, *this, key);
+  if (!value.isTensor()) invalid("its entry '" + key + "' is not a tensor");
+  return value.toTensor();
+}
+
+at::Tensor EntryReader::generator_state(const std::string& key) {
+  auto state = tensor(key);
+  // A generator of our own tries it: the live ones change only once everything is read.
+  try {
+    at::detail::createCPUGenerator().set_state(state);
+  } catch (const c10::Error&) {
+    invalid("its entry '" + key + "' is not the state of a CPU random generator");
+  }
+  return state;
 }
 
 std::vector<int64_t> EntryReader::integers(const std::string& key) {

@@ -66,6 +66,8 @@ class EntryReader {
   std::string text(const std::string& key);
   at::Tensor tensor(const std::string& key);
   std::vector<int64_t> integers(const std::string& key);
+  /// A state a CPU random generator accepts (set_state would refuse another).
+  at::Tensor generator_state(const std::string& key);
   /// A tensor of the shape and dtype of `live` (mismatch() naming `what` otherwise) holding
   /// finite values of at least `minimum` (invalid() otherwise).
   at::Tensor tensor_like(const std::string& key, const at::Tensor& live, const std::string& what,

@@ -1,6 +1,7 @@
 #include "group_settings.h"
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 #include <string_view>
 
@@ -126,6 +127,11 @@ Options with_saved_settings(Options options, const std::vector<std::string>& nam
     if (std::holds_alternative<bool>(held)) {
       options.set(names[i], data[i] != 0);
     } else if (std::holds_alternative<int64_t>(held)) {
+      // Beyond 2^53 a double holds no exact integer (and the cast would be undefined).
+      if (!(std::abs(data[i]) <= 9007199254740992.0) || data[i] != std::floor(data[i])) {
+        throw std::invalid_argument(names[i] + " = " + format_number(data[i]) +
+                                    " is not an integer setting's value");
+      }
       options.set(names[i], static_cast<int64_t>(data[i]));
     } else {
       options.set(names[i], data[i]);

@@ -52,148 +52,138 @@ LoopField monitors_field(std::string prefix, int64_t always_from, Monitors LoopC
           has(prefix + "_names")};
 }
 
-template <class Member>
-LoopField counter(const char* key, int64_t always_from, Member member) {
-  return integer_field<Record, LoopContext>(key, always_from, member);
+// The best parameters, once a validation has kept them.
+void write_best(const Record& r, EntryWriter& out) {
+  for (size_t i = 0; i < r.best.size(); ++i) out.tensor(archive_key("best", i), r.best[i]);
+}
+
+void read_best(EntryReader& in, const LoopContext& c, Record& r) {
+  for (size_t i = 0; i < c.params.size(); ++i) {
+    const auto key = archive_key("best", i);
+    if (!in.has(key)) break;
+    r.best.push_back(in.tensor_like(key, c.params.tensor(i),
+                                    "the best value of parameter '" + c.params.name(i) + "'"));
+  }
+}
+
+// The pass in progress: {steps, skipped}, {weight, then sum and weight of each monitor},
+// and the monitors' names.
+void write_pass(const Record& r, EntryWriter& out) {
+  const auto& pass = r.counters.pass;
+  std::string names;
+  std::vector<double> sums = {pass.weight};
+  for (const auto& s : pass.sums) {
+    names += s.name + '\n';
+    sums.push_back(s.sum);
+    sums.push_back(s.weight);
+  }
+  out.integers("pass_counts", {pass.steps, pass.skipped});
+  out.tensor("pass_sums", at::tensor(sums, at::kDouble));
+  out.text("pass_names", names);
+}
+
+void read_pass(EntryReader& in, const LoopContext&, Record& r) {
+  const auto counts = in.integers("pass_counts");
+  const auto sums = in.tensor("pass_sums").to(at::kDouble).contiguous();
+  std::istringstream lines(in.text("pass_names"));
+  std::vector<std::string> names;
+  for (std::string name; std::getline(lines, name);) names.push_back(name);
+  if (counts.size() != 2 || counts[0] < 0 || counts[1] < 0 || counts[1] > counts[0] ||
+      sums.dim() != 1 || sums.numel() != 1 + 2 * static_cast<int64_t>(names.size())) {
+    in.invalid(
+        "the pass in progress is malformed: 'pass_counts' must be {steps, skipped} with 0 <= "
+        "skipped <= steps, and 'pass_sums' hold the weight, then a sum and a weight per name in "
+        "'pass_names'");
+  }
+  const auto* values = sums.data_ptr<double>();
+  auto& pass = r.counters.pass;
+  pass.steps = counts[0];
+  pass.skipped = counts[1];
+  pass.weight = values[0];
+  pass.sums.clear();
+  for (size_t k = 0; k < names.size(); ++k) {
+    pass.sums.push_back({names[k], values[1 + 2 * k], values[2 + 2 * k]});
+  }
+}
+
+// The datasets' places in their walks: train, then valid.
+void write_datasets(const Record& r, EntryWriter& out) {
+  for (size_t d = 0; d < r.datasets.size(); ++d) {
+    out.integers(archive_key("data_order", d), r.datasets[d].order);
+    out.integer(archive_key("data_position", d), r.datasets[d].position);
+    out.tensor(archive_key("data_generator", d), r.datasets[d].generator_state);
+  }
+  out.integer("dataset_count", static_cast<int64_t>(r.datasets.size()));
+}
+
+void read_datasets(EntryReader& in, const LoopContext& c, Record& r) {
+  const auto datasets = in.integer("dataset_count", 0);
+  if (datasets > 2) {
+    in.invalid("its entry 'dataset_count' is " + std::to_string(datasets) +
+               "; a checkpoint holds at most 2 datasets (train, valid)");
+  }
+  for (int64_t d = 0; d < datasets; ++d) {
+    DatasetPosition position;
+    position.order = in.integers(archive_key("data_order", d));
+    position.position = in.integer(archive_key("data_position", d), 0);
+    const auto generator = archive_key("data_generator", d);
+    if (in.has(generator)) position.generator_state = in.generator_state(generator);
+    r.datasets.push_back(std::move(position));
+  }
+  // The datasets of the run to continue, when known: they must fit the positions.
+  const Dataset* given[] = {c.train, c.valid};
+  for (size_t d = 0; d < r.datasets.size(); ++d) {
+    if (!given[d]) continue;
+    try {
+      given[d]->check_position(r.datasets[d].order, r.datasets[d].position);
+    } catch (const std::invalid_argument& e) {
+      const std::string message = e.what();
+      in.mismatch(message.rfind("downhill: ", 0) == 0 ? message.substr(10) : message);
+    }
+  }
+}
+
+// Counters that must agree with each other.
+void check_counters(EntryReader& in, const LoopContext&, const Record& r) {
+  const auto& c = r.counters;
+  if (c.best_validation > c.validations) {
+    in.invalid("its best validation (" + std::to_string(c.best_validation) +
+               ") comes after its last (" + std::to_string(c.validations) + ")");
+  }
+  if (c.best_pass > c.passes) {
+    in.invalid("its best pass (" + std::to_string(c.best_pass) +
+               ") comes after the passes trained (" + std::to_string(c.passes) + ")");
+  }
+}
+
+// A counter of LoopCounters, at least 0.
+LoopField counter(const char* key, int64_t always_from, int64_t LoopCounters::*member) {
+  return integer_field<Record, LoopContext>(
+      key, always_from, [member](auto& r) -> auto& { return r.counters.*member; });
 }
 
 // The loop's checkpoint fields, in the order they are written.
 const Schema<LoopSnapshot, LoopContext>& loop_schema() {
   static const Schema<LoopSnapshot, LoopContext> schema(
       {
-          // The best parameters, once a validation has kept them.
-          LoopField{"best", 1,
-                    [](const Record& r, EntryWriter& out) {
-                      for (size_t i = 0; i < r.best.size(); ++i) {
-                        out.tensor(archive_key("best", i), r.best[i]);
-                      }
-                    },
-                    [](EntryReader& in, const LoopContext& c, Record& r) {
-                      for (size_t i = 0; i < c.params.size(); ++i) {
-                        const auto key = archive_key("best", i);
-                        if (!in.has(key)) break;
-                        r.best.push_back(in.tensor_like(
-                            key, c.params.tensor(i),
-                            "the best value of parameter '" + c.params.name(i) + "'"));
-                      }
-                    },
-                    has("best_0")},
-          counter(
-              "passes", 1, [](auto& r) -> auto& { return r.counters.passes; }),
-          counter(
-              "validations", 1, [](auto& r) -> auto& { return r.counters.validations; }),
-          counter(
-              "best_validation", 1, [](auto& r) -> auto& { return r.counters.best_validation; }),
+          {"best", 1, write_best, read_best, has("best_0")},
+          counter("passes", 1, &LoopCounters::passes),
+          counter("validations", 1, &LoopCounters::validations),
+          counter("best_validation", 1, &LoopCounters::best_validation),
           number_field<Record, LoopContext>(
               "best_loss", 1, [](auto& r) -> auto& { return r.counters.best_loss; }),
-          counter(
-              "consecutive_skipped", 1,
-              [](auto& r) -> auto& { return r.counters.consecutive_skipped; }),
-          counter(
-              "plateau_waiting", 2, [](auto& r) -> auto& { return r.counters.plateau_waiting; }),
-          counter(
-              "plateau_cooldown", 2, [](auto& r) -> auto& { return r.counters.plateau_cooldown; }),
+          counter("consecutive_skipped", 1, &LoopCounters::consecutive_skipped),
+          counter("plateau_waiting", 2, &LoopCounters::plateau_waiting),
+          counter("plateau_cooldown", 2, &LoopCounters::plateau_cooldown),
           monitors_field("validation", 1, &LoopCounters::last_validation),
-          counter(
-              "best_pass", 2, [](auto& r) -> auto& { return r.counters.best_pass; }),
+          counter("best_pass", 2, &LoopCounters::best_pass),
           monitors_field("best_validation", 2, &LoopCounters::best_monitors),
           number_field<Record, LoopContext>(
               "seconds", 2, [](auto& r) -> auto& { return r.counters.seconds; }, 0.0),
-          // The pass in progress: {steps, skipped}, {weight, then sum and weight of each
-          // monitor}, and the monitors' names.
-          LoopField{"pass", 2,
-                    [](const Record& r, EntryWriter& out) {
-                      const auto& pass = r.counters.pass;
-                      std::string names;
-                      std::vector<double> sums = {pass.weight};
-                      for (const auto& s : pass.sums) {
-                        names += s.name + '\n';
-                        sums.push_back(s.sum);
-                        sums.push_back(s.weight);
-                      }
-                      out.integers("pass_counts", {pass.steps, pass.skipped});
-                      out.tensor("pass_sums", at::tensor(sums, at::kDouble));
-                      out.text("pass_names", names);
-                    },
-                    [](EntryReader& in, const LoopContext&, Record& r) {
-                      const auto counts = in.integers("pass_counts");
-                      const auto sums = in.tensor("pass_sums").to(at::kDouble).contiguous();
-                      std::istringstream lines(in.text("pass_names"));
-                      std::vector<std::string> names;
-                      for (std::string name; std::getline(lines, name);) names.push_back(name);
-                      if (counts.size() != 2 || counts[0] < 0 || counts[1] < 0 ||
-                          counts[1] > counts[0] || sums.dim() != 1 ||
-                          sums.numel() != 1 + 2 * static_cast<int64_t>(names.size())) {
-                        in.invalid(
-                            "the pass in progress is malformed: 'pass_counts' must be {steps, "
-                            "skipped} with 0 <= skipped <= steps, and 'pass_sums' hold the "
-                            "weight, then a sum and a weight per name in 'pass_names'");
-                      }
-                      const auto* values = sums.data_ptr<double>();
-                      auto& pass = r.counters.pass;
-                      pass.steps = counts[0];
-                      pass.skipped = counts[1];
-                      pass.weight = values[0];
-                      pass.sums.clear();
-                      for (size_t k = 0; k < names.size(); ++k) {
-                        pass.sums.push_back({names[k], values[1 + 2 * k], values[2 + 2 * k]});
-                      }
-                    },
-                    has("pass_counts")},
-          // The datasets' places in their walks: train, then valid.
-          LoopField{"datasets", 1,
-                    [](const Record& r, EntryWriter& out) {
-                      for (size_t d = 0; d < r.datasets.size(); ++d) {
-                        out.integers(archive_key("data_order", d), r.datasets[d].order);
-                        out.integer(archive_key("data_position", d), r.datasets[d].position);
-                        out.tensor(archive_key("data_generator", d), r.datasets[d].generator_state);
-                      }
-                      out.integer("dataset_count", static_cast<int64_t>(r.datasets.size()));
-                    },
-                    [](EntryReader& in, const LoopContext& c, Record& r) {
-                      const auto datasets = in.integer("dataset_count", 0);
-                      if (datasets > 2) {
-                        in.invalid("its entry 'dataset_count' is " + std::to_string(datasets) +
-                                   "; a checkpoint holds at most 2 datasets (train, valid)");
-                      }
-                      for (int64_t d = 0; d < datasets; ++d) {
-                        DatasetPosition position;
-                        position.order = in.integers(archive_key("data_order", d));
-                        position.position = in.integer(archive_key("data_position", d), 0);
-                        const auto generator = archive_key("data_generator", d);
-                        if (in.has(generator)) position.generator_state = in.tensor(generator);
-                        r.datasets.push_back(std::move(position));
-                      }
-                      // The datasets of the run to continue, when known: they must fit the
-                      // positions.
-                      const Dataset* given[] = {c.train, c.valid};
-                      for (size_t d = 0; d < r.datasets.size(); ++d) {
-                        if (!given[d]) continue;
-                        try {
-                          given[d]->check_position(r.datasets[d].order, r.datasets[d].position);
-                        } catch (const std::invalid_argument& e) {
-                          const std::string message = e.what();
-                          in.mismatch(message.rfind("downhill: ", 0) == 0 ? message.substr(10)
-                                                                          : message);
-                        }
-                      }
-                    },
-                    has("dataset_count")},
+          {"pass", 2, write_pass, read_pass, has("pass_counts")},
+          {"datasets", 1, write_datasets, read_datasets, has("dataset_count")},
       },
-      {
-          // Counters that must agree with each other.
-          [](EntryReader& in, const LoopContext&, const Record& r) {
-            const auto& c = r.counters;
-            if (c.best_validation > c.validations) {
-              in.invalid("its best validation (" + std::to_string(c.best_validation) +
-                         ") comes after its last (" + std::to_string(c.validations) + ")");
-            }
-            if (c.best_pass > c.passes) {
-              in.invalid("its best pass (" + std::to_string(c.best_pass) +
-                         ") comes after the passes trained (" + std::to_string(c.passes) + ")");
-            }
-          },
-      });
+      {check_counters});
   return schema;
 }
 

@@ -108,8 +108,8 @@ class UpdateEngine {
   void compute_clip_scales(const std::vector<at::Tensor>& grads, bool already_clipped);
   // Replaces each group's settings in place (same count).
   void assign_group_options(std::vector<Options>&& options);
-  // The engine's checkpoint fields, in the order they are written.
-  static const Schema<EngineSnapshot, UpdateEngine>& checkpoint_schema();
+  // The engine's checkpoint fields (engine_checkpoint.cpp) read its members.
+  friend struct EngineFields;
   // Each parameter's group, and the frozen groups' numbers: part of a checkpoint's identity.
   struct Grouping {
     std::vector<int64_t> param_groups;

@@ -11,7 +11,9 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iterator>
@@ -19,6 +21,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "test_support.h"
@@ -239,6 +242,13 @@ TEST_F(Quiet, ANewerOrUnknownFormatIsRefusedNamingIt) {
   }
 }
 
+TEST_F(Quiet, ADirectoryIsRefusedNamingIt) {
+  TemporaryFolder folder("directory");
+  auto w = torch::ones({2});
+  auto opt = downhill::build("sgd", {{"w", w}}, downhill::Options());
+  expect_refused<std::runtime_error>(*opt, {w}, folder.path(), {folder.path(), "a directory"});
+}
+
 // ---- identity: the grouping ----
 
 TEST_F(Quiet, AnotherGroupingIsRefusedNamingTheParameterAndBothGroupings) {
@@ -348,6 +358,103 @@ TEST_F(Quiet, ValuesTheOptimizerCannotHoldAreRefusedNamingTheEntry) {
   EXPECT_EQ(opt->update_count(), 1);
   opt->step({});
   EXPECT_EQ(opt->update_count(), 2);
+}
+
+// ---- every entry mutated: refused by name, or loaded whole ----
+
+// Replacements for an entry's value: of another type, out of range, not finite, or gone.
+std::vector<std::pair<std::string, c10::IValue>> mutations_of(const c10::IValue& value) {
+  std::vector<std::pair<std::string, c10::IValue>> out = {
+      {"removed", c10::IValue()},
+      {"an int", c10::IValue(int64_t{-3})},
+      {"a huge int", c10::IValue(std::numeric_limits<int64_t>::max())},
+      {"a double", c10::IValue(std::nan(""))},
+      {"a string", c10::IValue(std::string("x,y\n"))},
+      {"a float tensor", c10::IValue(torch::full({2, 2}, 7.0f))},
+      {"a long tensor", c10::IValue(torch::tensor({int64_t{-1}, int64_t{1} << 40}))},
+      {"an empty tensor", c10::IValue(torch::empty({0}))},
+  };
+  if (value.isTensor() && value.toTensor().numel() > 0) {
+    const auto t = value.toTensor();
+    if (at::isFloatingType(t.scalar_type())) {
+      out.push_back({"NaN inside", c10::IValue(t.clone().fill_(std::nan("")))});
+      out.push_back({"negated", c10::IValue(-t - 1)});
+    }
+    out.push_back({"as double", c10::IValue(t.to(torch::kDouble))});
+    out.push_back({"cut", c10::IValue(t.flatten().narrow(0, 0, (t.numel() + 1) / 2).clone())});
+  }
+  return out;
+}
+
+TEST_F(Quiet, EveryEntryMutatedIsRefusedNamingThePathOrLoadsWhole) {
+  TemporaryFolder folder("fuzz");
+  const auto path = folder.file("run.ckpt");
+  auto w = torch::tensor({0.5f, -1.0f}, torch::requires_grad());
+  auto b = torch::tensor({2.0f}, torch::requires_grad());
+  const auto x = torch::linspace(-1, 1, 8).reshape({8, 1});
+  const auto y = 0.3 * x;
+  auto loss = [&](const downhill::Batch& batch) -> downhill::Evaluation {
+    return ((batch[0] * w.sum() + b - batch[1]).pow(2)).mean();
+  };
+  auto opt = downhill::build(
+      "adam", loss,
+      downhill::Params({{"w", w}})
+          .group({{"b", b}}, [](downhill::Options& o) { o.learning_rate(0.05); }),
+      downhill::Options().momentum(0.5).accumulate(2).max_updates(3).checkpoint(path));
+  downhill::Dataset train(downhill::Batch{x, y}, downhill::DatasetOptions().batch_size(3));
+  downhill::Dataset valid(downhill::Batch{x, y}, downhill::DatasetOptions().batch_size(4));
+  for (const auto& pass : opt->iterate(train, &valid)) (void)pass;
+  ASSERT_TRUE(std::filesystem::exists(path));
+
+  std::vector<std::string> keys;
+  {
+    auto bytes = read_bytes(path);
+    bytes.resize(bytes.size() - 16);
+    torch::serialize::InputArchive in;
+    in.load_from(bytes.data(), bytes.size());
+    keys = in.keys();
+  }
+  ASSERT_GT(keys.size(), 40u);
+  int refused = 0, loaded = 0;
+  const auto bad = folder.file("mutated.ckpt");
+  for (const auto& key : keys) {
+    c10::IValue original;
+    rewrite(path, folder.file("copy.ckpt"), [&](const std::string& k, c10::IValue& v) {
+      if (k == key) original = v;
+    });
+    for (const auto& [label, replacement] : mutations_of(original)) {
+      SCOPED_TRACE(key + " " + label);
+      rewrite(path, bad, set_entry(key, replacement));
+      auto w2 = torch::full({2}, 9.0f);
+      auto b2 = torch::full({1}, 9.0f);
+      auto target = downhill::build(
+          "adam",
+          downhill::Params({{"w", w2}})
+              .group({{"b", b2}}, [](downhill::Options& o) { o.learning_rate(0.05); }),
+          downhill::Options().momentum(0.5).accumulate(2));
+      const auto state_before = state_tensors(*target);
+      try {
+        target->load_checkpoint(bad);
+        ++loaded;
+        EXPECT_TRUE(torch::isfinite(w2).all().item<bool>());
+        continue;
+      } catch (const std::exception& e) {
+        const bool named = dynamic_cast<const std::runtime_error*>(&e) != nullptr ||
+                           dynamic_cast<const std::invalid_argument*>(&e) != nullptr;
+        EXPECT_TRUE(named) << "not runtime_error/invalid_argument: " << e.what();
+        EXPECT_THAT(std::string(e.what()), HasSubstr(bad));
+        ++refused;
+      }
+      // Refused: nothing changed.
+      EXPECT_TRUE(torch::equal(w2, torch::full({2}, 9.0f)));
+      EXPECT_TRUE(torch::equal(b2, torch::full({1}, 9.0f)));
+      expect_unchanged(state_tensors(*target), state_before);
+      EXPECT_EQ(target->update_count(), 0);
+    }
+  }
+  std::printf("%zu entries: %d mutations refused, %d loaded\n", keys.size(), refused, loaded);
+  EXPECT_GT(refused, 0);
+  EXPECT_GT(loaded, 0);  // a harmless change (the run's seconds, a monitor's value) loads
 }
 
 }  // namespace
