@@ -202,6 +202,13 @@ Dataset::Dataset(Batch arrays, DatasetOptions options) : options_(std::move(opti
     iteration_size_ = options_.iteration_size().value_or(1);
     return;
   }
+  for (size_t i = 0; i < arrays.size(); ++i) {
+    if (arrays[i].defined() && arrays[i].is_meta()) {
+      throw std::invalid_argument("downhill: dataset '" + name() + "': array " + std::to_string(i) +
+                                  " is on the meta device, which holds no values; give arrays "
+                                  "that hold data (CPU or another device)");
+    }
+  }
   const int64_t length = sample_count(name(), arrays, options_.axis());
   const int64_t batch = options_.batch_size() <= 0 ? length : options_.batch_size();
   // Sparse COO tensors are coalesced once, so that each row's entries are consecutive.

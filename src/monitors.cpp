@@ -4,36 +4,51 @@
 #include <cmath>
 #include <cstdio>
 #include <stdexcept>
+#include <string>
+#include <utility>
 
 namespace downhill {
 
 namespace {
-auto find(const std::vector<Monitors::Entry>& entries, std::string_view name) {
-  return std::find_if(entries.begin(), entries.end(),
-                      [&](const Monitors::Entry& e) { return e.first == name; });
-}
+// Up to this many entries a scan is quicker than a map (and allocates nothing).
+constexpr size_t kScanned = 16;
 }  // namespace
 
+const Monitors::Entry* Monitors::find(std::string_view name) const {
+  if (positions_.empty()) {
+    for (const auto& entry : entries_) {
+      if (entry.first == name) return &entry;
+    }
+    return nullptr;
+  }
+  const auto it = positions_.find(std::string(name));
+  return it == positions_.end() ? nullptr : &entries_[it->second];
+}
+
+Monitors::Entry* Monitors::find(std::string_view name) {
+  return const_cast<Entry*>(std::as_const(*this).find(name));
+}
+
 double Monitors::at(std::string_view name) const {
-  auto it = find(entries_, name);
-  if (it != entries_.end()) return it->second;
+  if (const auto* entry = find(name)) return entry->second;
   std::string known;
   for (const auto& [key, value] : entries_) known += (known.empty() ? "" : ", ") + key;
   throw std::out_of_range("downhill: no monitor named '" + std::string(name) +
                           "'; known monitors: " + (known.empty() ? "(none)" : known));
 }
 
-bool Monitors::contains(std::string_view name) const noexcept {
-  return find(entries_, name) != entries_.end();
-}
+bool Monitors::contains(std::string_view name) const noexcept { return find(name) != nullptr; }
 
 void Monitors::set(std::string_view name, double value) {
-  auto it = std::find_if(entries_.begin(), entries_.end(),
-                         [&](const Entry& e) { return e.first == name; });
-  if (it != entries_.end()) {
-    it->second = value;
-  } else {
-    entries_.emplace_back(std::string(name), value);
+  if (auto* entry = find(name)) {
+    entry->second = value;
+    return;
+  }
+  entries_.emplace_back(std::string(name), value);
+  if (!positions_.empty()) {
+    positions_.emplace(entries_.back().first, entries_.size() - 1);
+  } else if (entries_.size() > kScanned) {
+    for (size_t k = 0; k < entries_.size(); ++k) positions_.emplace(entries_[k].first, k);
   }
 }
 

@@ -12,6 +12,8 @@
 #include <array>
 #include <cmath>
 #include <stdexcept>
+#include <string_view>
+#include <unordered_set>
 
 #include "checkpoint.h"
 #include "hessian_step.h"
@@ -33,11 +35,15 @@ namespace {
 // The loss must be a scalar floating-point tensor and each monitor a scalar.
 void check_evaluation(const Evaluation& evaluation) {
   const auto& loss = evaluation.loss;
-  if (!loss.defined() || loss.numel() != 1 || !loss.is_floating_point()) {
+  if (!loss.defined() || loss.numel() != 1 || !loss.is_floating_point() || loss.is_meta()) {
     throw std::invalid_argument(
-        "downhill: the loss must be a scalar floating-point tensor; got " +
+        "downhill: the loss must be a scalar floating-point tensor holding a value (not on the "
+        "meta device); got " +
         (loss.defined() ? describe(loss) : std::string("an undefined tensor")));
   }
+  // Names seen so far: a scan for a few monitors, a set for many (linear in their number).
+  std::unordered_set<std::string_view> seen;
+  const bool many = evaluation.monitors.size() > 16;
   for (size_t m = 0; m < evaluation.monitors.size(); ++m) {
     const auto& [name, value] = evaluation.monitors[m];
     if (name == "loss") {
@@ -45,15 +51,23 @@ void check_evaluation(const Evaluation& evaluation) {
           "downhill: a monitor is named 'loss', the name of the loss itself; give it another "
           "name");
     }
-    for (size_t earlier = 0; earlier < m; ++earlier) {
-      if (evaluation.monitors[earlier].first == name) {
-        throw std::invalid_argument("downhill: two monitors are named '" + name +
-                                    "'; monitor names must be unique");
+    bool repeated = false;
+    if (many) {
+      repeated = !seen.insert(name).second;
+    } else {
+      for (size_t earlier = 0; earlier < m && !repeated; ++earlier) {
+        repeated = evaluation.monitors[earlier].first == name;
       }
     }
-    if (!value.defined() || value.numel() != 1) {
-      throw std::invalid_argument("downhill: monitor '" + name + "' must be a scalar; got " +
-                                  (value.defined() ? describe(value) : "an undefined tensor"));
+    if (repeated) {
+      throw std::invalid_argument("downhill: two monitors are named '" + name +
+                                  "'; monitor names must be unique");
+    }
+    if (!value.defined() || value.numel() != 1 || value.is_complex() || value.is_meta()) {
+      throw std::invalid_argument(
+          "downhill: monitor '" + name +
+          "' must be a real scalar holding a value (not complex, not on the meta device); got " +
+          (value.defined() ? describe(value) : "an undefined tensor"));
     }
   }
 }

@@ -1,15 +1,18 @@
 // The checks every optimizer's parameters pass at build (param_checks.h).
 #include "param_checks.h"
 
+#include <ATen/MemoryOverlap.h>
 #include <torch/types.h>
 #include <torch/utils.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <unordered_set>
 #include <utility>
+#include <vector>
 
 #include "text.h"
 
@@ -65,6 +68,25 @@ void check_overlaps(const Params& params) {
   }
 }
 
+// Whether some elements of `tensor` share memory with each other (a stride of 0, expand(),
+// as_strided() over itself): an update of it would write one location twice. Exact where ATen
+// can tell; otherwise the strides must leave each dimension clear of the smaller ones.
+bool elements_may_overlap(const at::Tensor& tensor) {
+  const auto overlap = at::has_internal_overlap(tensor);
+  if (overlap != at::MemOverlap::TooHard) return overlap == at::MemOverlap::Yes;
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size) of dimensions over 1
+  for (int64_t d = 0; d < tensor.dim(); ++d) {
+    if (tensor.size(d) > 1) dims.emplace_back(std::abs(tensor.stride(d)), tensor.size(d));
+  }
+  std::sort(dims.begin(), dims.end());
+  int64_t reach = 0;  // the largest offset the smaller dimensions span
+  for (const auto& [stride, size] : dims) {
+    if (stride <= reach) return true;
+    reach += (size - 1) * stride;
+  }
+  return false;
+}
+
 }  // namespace
 
 void check_params(const Params& params, bool needs_grad) {
@@ -90,6 +112,13 @@ void check_params(const Params& params, bool needs_grad) {
       throw std::invalid_argument("downhill: parameter '" + name +
                                   "' is on the meta device, which holds no values; allowed: a "
                                   "tensor with storage (cpu, ...)");
+    }
+    if (elements_may_overlap(tensor)) {
+      throw std::invalid_argument(
+          "downhill: parameter '" + name + "' (" + describe(tensor) +
+          ") has elements that share memory with each other (a stride of 0, expand(), or an "
+          "as_strided() view over itself), so an update would write one place twice; allowed: "
+          "a tensor whose elements are distinct, such as its clone()");
     }
     const auto dtype = tensor.scalar_type();
     if (dtype != torch::kFloat && dtype != torch::kDouble) {

@@ -5,6 +5,8 @@
 #include <map>
 #include <mutex>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "algorithms/builtin.h"
 #include "text.h"
@@ -42,6 +44,27 @@ std::string known_names() {
 
 }  // namespace
 
+namespace detail {
+
+void check_state_names(const std::string& algorithm, const std::vector<std::string>& names) {
+  for (size_t k = 0; k < names.size(); ++k) {
+    const auto& name = names[k];
+    std::string problem;
+    if (name.empty()) problem = "is empty";
+    if (name == "velocity") problem = "is momentum's (state() lists '<param>.velocity')";
+    for (size_t j = 0; j < k && problem.empty(); ++j) {
+      if (names[j] == name)
+        problem = "names slots " + std::to_string(j) + " and " + std::to_string(k);
+    }
+    if (problem.empty()) continue;
+    throw std::invalid_argument("downhill: algorithm '" + algorithm + "': its state name '" + name +
+                                "' " + problem +
+                                "; each state tensor needs a name of its own, not 'velocity'");
+  }
+}
+
+}  // namespace detail
+
 std::unique_ptr<Optimizer> build(std::string_view algo, Loss loss, Params params, Options options) {
   Factory factory;
   {
@@ -54,7 +77,14 @@ std::unique_ptr<Optimizer> build(std::string_view algo, Loss loss, Params params
     throw std::invalid_argument("downhill: unknown algorithm '" + std::string(algo) +
                                 "'; known algorithms: " + known_names());
   }
-  return factory(std::move(loss), std::move(params), std::move(options));
+  auto optimizer = factory(std::move(loss), std::move(params), std::move(options));
+  if (!optimizer) {
+    throw std::invalid_argument(
+        "downhill: the factory registered for algorithm '" + std::string(algo) +
+        "' returned no optimizer (a null pointer); a factory must return one "
+        "or throw");
+  }
+  return optimizer;
 }
 
 std::unique_ptr<Optimizer> build(std::string_view algo, Params params, Options options) {

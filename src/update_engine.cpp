@@ -4,8 +4,10 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -46,16 +48,28 @@ void UpdateEngine::check_degenerate_settings(const std::vector<Options>& options
             "'; allowed: at most " + format_number(std::numeric_limits<float>::max()) +
             " for float32 parameters");
       };
+      // A positive constant that float32 rounds to 0 would make the update do nothing.
+      auto refuse_vanishing = [&](const std::string& setting, double value) {
+        if (dtype != at::kFloat || value == 0 || static_cast<float>(value) != 0) return;
+        throw std::invalid_argument(
+            "downhill: setting " + setting + where + " is invalid for " + name_ +
+            "; it is 0 once rounded to float32, the dtype of parameter '" + params_.name(i) +
+            "', so updates would change nothing; allowed: at least " +
+            format_number(std::numeric_limits<float>::denorm_min()) + " for float32 parameters");
+      };
       const auto& group = options[g];
       if (rule_->uses_learning_rate()) {
         refuse_infinite("learning_rate = " + format_number(group.learning_rate()),
                         group.learning_rate());
+        refuse_vanishing("learning_rate = " + format_number(group.learning_rate()),
+                         group.learning_rate());
       }
       // Weight decay's constant: lr·λ (λ without a learning rate).
       const double rate = rule_->uses_learning_rate() ? group.learning_rate() : 1.0;
-      refuse_infinite("weight_decay = " + format_number(group.weight_decay()) + " (times the " +
-                          "learning rate " + format_number(rate) + ")",
-                      rate * group.weight_decay());
+      const std::string decay = "weight_decay = " + format_number(group.weight_decay()) +
+                                " (times the learning rate " + format_number(rate) + ")";
+      refuse_infinite(decay, rate * group.weight_decay());
+      refuse_vanishing(decay, rate * group.weight_decay());
       try {
         rule_->check_options(group, dtype);
       } catch (const std::invalid_argument& error) {
@@ -147,18 +161,43 @@ void UpdateEngine::assign_group_options(std::vector<Options>&& options) {
   for (size_t g = 0; g < group_options_.size(); ++g) group_options_[g] = std::move(options[g]);
 }
 
-bool UpdateEngine::reduce_learning_rate(double factor, double floor) {
-  bool changed = false;
+UpdateEngine::Reduction UpdateEngine::reduce_learning_rate(double factor, double floor) {
+  Reduction result;
   for (size_t g = 0; g < group_options_.size(); ++g) {
     if (params_.is_frozen(g)) continue;
-    auto& options = group_options_[g];
-    const double reduced = std::max(options.learning_rate() * factor, floor);
-    if (reduced < options.learning_rate()) {
-      options.learning_rate(reduced);
-      changed = true;
+    const double rate = group_options_[g].learning_rate();
+    const double reduced = std::max(rate * factor, floor);
+    if (!(reduced < rate)) continue;
+    // Whether group g may have `candidate` as its rate: what build and change_options accept.
+    auto trial = group_options_;
+    auto accepts = [&](double candidate) {
+      trial[g].learning_rate(candidate);
+      try {
+        trial[g].validate();
+        check_degenerate_settings(trial);
+        return true;
+      } catch (const std::invalid_argument&) {
+        return false;
+      }
+    };
+    double next = reduced;
+    if (!accepts(reduced)) {
+      // The smallest accepted rate in (reduced, rate]: positive doubles order as their bits.
+      uint64_t low = std::bit_cast<uint64_t>(std::max(reduced, 0.0));  // refused
+      uint64_t high = std::bit_cast<uint64_t>(rate);                   // accepted
+      while (high - low > 1) {
+        const uint64_t middle = low + (high - low) / 2;
+        (accepts(std::bit_cast<double>(middle)) ? high : low) = middle;
+      }
+      next = std::bit_cast<double>(high);
+      result.at_smallest = true;
+    }
+    if (next < rate) {
+      group_options_[g].learning_rate(next);
+      result.changed = true;
     }
   }
-  return changed;
+  return result;
 }
 
 // Lazily, at the first use: an Optimizer subclass's rule hooks are virtual, so they
@@ -167,6 +206,7 @@ void UpdateEngine::ensure_state() {
   if (!state_.empty()) return;
   at::NoGradGuard no_grad;
   const auto names = rule_->state_names();
+  check_state_names(name_, names);  // an Optimizer subclass's are first seen here
   state_.resize(params_.size());
   velocity_.resize(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -226,6 +266,14 @@ void UpdateEngine::check_tensors(const std::vector<at::Tensor>& tensors, const c
     if (!g.defined()) {
       throw std::invalid_argument("downhill: the " + std::string(what) + " for parameter '" +
                                   params_.name(i) + "' is undefined");
+    }
+    if (g.layout() != at::kStrided) {
+      std::ostringstream layout;
+      layout << g.layout();
+      throw std::invalid_argument("downhill: the " + std::string(what) + " for parameter '" +
+                                  params_.name(i) + "' has layout " + layout.str() +
+                                  "; it must be a dense (strided) tensor, as the parameter is "
+                                  "(to_dense() turns a sparse one into it)");
     }
     if (g.sizes() != p.sizes() || g.scalar_type() != p.scalar_type() || g.device() != p.device()) {
       throw std::invalid_argument("downhill: the " + std::string(what) + " for parameter '" +

@@ -60,9 +60,15 @@ class UpdateEngine {
   void apply_run_settings();
   /// The optimizer's options as the next run will have them (with the run's settings).
   Options planned_options() const;
+  /// What reduce_learning_rate() did.
+  struct Reduction {
+    bool changed = false;      // some group's rate went down
+    bool at_smallest = false;  // some group's rate is the smallest its settings accept
+  };
   /// Multiplies every group's learning rate by `factor`, not below `floor` (reduce on
-  /// plateau); returns whether any changed.
-  bool reduce_learning_rate(double factor, double floor);
+  /// plateau), and never to a rate the settings would refuse (0, or 0 once rounded to
+  /// float32): such a group gets the smallest rate they accept, and stays there.
+  Reduction reduce_learning_rate(double factor, double floor);
   const UpdateRule& rule() const noexcept { return *rule_; }
 
   /// Throws std::invalid_argument unless `tensors` has one tensor per parameter, each of

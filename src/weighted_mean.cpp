@@ -1,16 +1,23 @@
 #include "weighted_mean.h"
 
 #include <algorithm>
+#include <cstddef>
 
 namespace downhill::detail {
 
 void add_weighted(PassProgress& totals, const Monitors& monitors, double weight) {
+  // Batches report their monitors in the same order, as a rule: the k-th monitor is the
+  // k-th sum, found without a search (linear in the number of monitors, not quadratic).
+  size_t k = 0;
   for (const auto& [name, value] : monitors) {
-    auto it = std::find_if(totals.sums.begin(), totals.sums.end(),
-                           [&](const PassProgress::Sum& s) { return s.name == name; });
+    auto it = k < totals.sums.size() && totals.sums[k].name == name
+                  ? totals.sums.begin() + static_cast<std::ptrdiff_t>(k)
+                  : std::find_if(totals.sums.begin(), totals.sums.end(),
+                                 [&](const PassProgress::Sum& s) { return s.name == name; });
     if (it == totals.sums.end()) it = totals.sums.insert(totals.sums.end(), {name, 0.0, 0.0});
     it->sum += weight * value;
     it->weight += weight;
+    ++k;
   }
   totals.weight += weight;
 }

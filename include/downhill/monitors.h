@@ -3,6 +3,7 @@
 
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -30,7 +31,13 @@ class Monitors {
   std::string to_string() const;
 
  private:
+  Entry* find(std::string_view name);
+  const Entry* find(std::string_view name) const;
+
   std::vector<Entry> entries_;
+  // Name → position, kept once there are more than a few entries, so that a pass over
+  // thousands of monitors stays linear in their number.
+  std::unordered_map<std::string, size_t> positions_;
 };
 
 }  // namespace downhill

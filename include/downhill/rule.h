@@ -93,6 +93,7 @@ std::unique_ptr<Optimizer> make_rule_optimizer(Loss loss, Params params, Options
 template <template <typename> class Rule>
 void register_rule(std::string_view name = {},
                    typename detail::RuleRunner<Rule>::Settings settings = {}) {
+  detail::check_state_names(Rule<float>::name, detail::RuleRunner<Rule>().state_names());
   detail::declare_rule_settings<Rule>();
   register_algorithm(name.empty() ? std::string_view(Rule<float>::name) : name,
                      [settings](Loss loss, Params params, Options options) {

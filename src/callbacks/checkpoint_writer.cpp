@@ -2,9 +2,12 @@
 
 #include <downhill/logging.h>
 #include <downhill/optimizer.h>
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <stdexcept>
 
@@ -22,10 +25,21 @@ void CheckpointWriter::check_folder(const std::string& path) {
                                 folder.string() +
                                 "' does not exist; create it, or choose another path");
   }
-  if (::access(folder.c_str(), W_OK) != 0) {
-    throw std::invalid_argument("downhill: checkpoint '" + path + "': the folder '" +
-                                folder.string() + "' is not writable");
+  if (std::filesystem::is_directory(file, error)) {
+    throw std::invalid_argument("downhill: checkpoint '" + path +
+                                "' is a directory; give the path of a file");
   }
+  // Creating is the only sure test (access() says yes to root in /proc): the temporary file
+  // a write would make, made and removed.
+  const std::string probe = path + ".tmp." + std::to_string(::getpid());
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    const int cause = errno;
+    throw std::invalid_argument("downhill: checkpoint '" + path + "': cannot create a file in '" +
+                                folder.string() + "' (" + std::strerror(cause) + ")");
+  }
+  ::close(fd);
+  ::unlink(probe.c_str());
 }
 
 void CheckpointWriter::on_pass_end(const RunView& run) {

@@ -21,10 +21,19 @@ void ReduceOnPlateau::on_validation(const RunView& run) {
   if (counters.plateau_waiting < options.plateau_patience()) return;
   counters.plateau_waiting = 0;
   counters.plateau_cooldown = options.plateau_cooldown();
-  if (engine_.reduce_learning_rate(options.plateau_factor(), options.plateau_min_learning_rate())) {
+  const auto reduction =
+      engine_.reduce_learning_rate(options.plateau_factor(), options.plateau_min_learning_rate());
+  if (reduction.changed) {
     logger()->info("validation {}: no improvement in {} validations; learning rate reduced to {}",
                    run.validations, options.plateau_patience(),
                    run.optimizer.options().learning_rate());
+  }
+  if (reduction.at_smallest && !told_smallest_) {
+    told_smallest_ = true;
+    logger()->info(
+        "validation {}: the learning rate is the smallest the settings accept; it is reduced no "
+        "further",
+        run.validations);
   }
 }
 

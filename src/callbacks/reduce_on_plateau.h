@@ -2,7 +2,8 @@
 // The built-in callback of reduce on plateau (docs/guide.md, "Reduce on plateau"), as
 // torch.optim.lr_scheduler.ReduceLROnPlateau: validations without improvement are counted
 // (not during a cooldown); at plateau_patience of them, every group's learning rate is
-// multiplied by plateau_factor, not below plateau_min_learning_rate. Its counts are the
+// multiplied by plateau_factor, not below plateau_min_learning_rate nor below the smallest rate
+// the settings accept. Its counts are the
 // loop's, saved in checkpoints. Internal.
 
 #include <downhill/callbacks.h>
@@ -21,6 +22,7 @@ class ReduceOnPlateau final : public Callback {
  private:
   LoopState& loop_;
   UpdateEngine& engine_;
+  bool told_smallest_ = false;  // the log says it once a run
 };
 
 }  // namespace downhill::detail

@@ -64,6 +64,10 @@ class RuleConstants {
   virtual ~RuleConstants() = default;
 };
 
+/// Throws std::invalid_argument unless `names` (an algorithm's state, per parameter) are
+/// distinct, not empty, and not "velocity" (momentum's, listed beside them by state()).
+void check_state_names(const std::string& algorithm, const std::vector<std::string>& names);
+
 /// What the update engine asks of an algorithm. Stateless: what an update needs comes in
 /// through its arguments (the group's context and the constants prepared for it).
 class UpdateRule {
