@@ -321,6 +321,35 @@ double UpdateEngine::schedule_factor(size_t group) const {
   return factor;
 }
 
+void UpdateEngine::check_scheduled_constants(size_t group) const {
+  const auto& options = group_options_[group];
+  if (params_.is_frozen(group) || !options.learning_rate_schedule() || !group_dtypes_[group][0]) {
+    return;  // only float32 constants can overflow from finite double products
+  }
+  const double factor = schedule_factors_[group];
+  const double rate = rule_->uses_learning_rate() ? options.learning_rate() : 1.0;
+  // The products the update's constants are rounded from, each once: lr·f(t) (in the rule's
+  // learning rate) and lr·f(t)·λ (the decay).
+  auto refuse_infinite = [&](const std::string& constant, double value) {
+    if (std::isfinite(static_cast<float>(value))) return;
+    throw std::invalid_argument(
+        "downhill: learning_rate_schedule(" + std::to_string(update_count_) +
+        ") = " + format_number(factor) +
+        (group > 0 ? " for parameter group " + std::to_string(group) : std::string()) + " makes " +
+        constant + " = " + format_number(value) +
+        ", which is infinite in float32, the dtype of the group's parameters; allowed: a "
+        "factor that keeps it at most " +
+        format_number(std::numeric_limits<float>::max()) + " (no update was applied)");
+  };
+  if (rule_->schedule_in_learning_rate()) {
+    refuse_infinite("the learning rate " + format_number(options.learning_rate()) + " × f(t)",
+                    options.learning_rate() * factor);
+  }
+  if (options.weight_decay() > 0) {
+    refuse_infinite("the decay lr·f(t)·weight_decay", rate * factor * options.weight_decay());
+  }
+}
+
 void UpdateEngine::compute_clip_scales(const std::vector<at::Tensor>& grads, bool already_clipped) {
   clip_scales_.assign(params_.size(), 1.0);
   double global_sum = 0.0;  // Σ‖clipped g‖² over every parameter
@@ -357,7 +386,8 @@ void UpdateEngine::prepare_rule_constants() {
 }
 
 UpdateContext UpdateEngine::update_context(size_t group) const {
-  return UpdateContext{group_options_[group], update_count_ + 1};
+  const double factor = rule_->schedule_in_learning_rate() ? schedule_factors_[group] : 1.0;
+  return UpdateContext{group_options_[group], update_count_ + 1, factor};
 }
 
 template <typename Visit>
@@ -372,7 +402,7 @@ bool UpdateEngine::for_each_update(bool already_clipped, bool nesterov, Visit&& 
       chain.clip_elem = already_clipped ? 0.0 : options.max_gradient_elem();
       chain.momentum = options.momentum();
       chain.nesterov = nesterov || options.nesterov();
-      chain.update_scale = schedule_factors_[group];
+      chain.update_scale = rule_->schedule_in_learning_rate() ? 1.0 : schedule_factors_[group];
       const double rate = rule_->uses_learning_rate() ? options.learning_rate() : 1.0;
       chain.decay = rate * schedule_factors_[group] * options.weight_decay();
     }
@@ -401,7 +431,10 @@ bool UpdateEngine::apply(const std::vector<at::Tensor>& grads, const std::vector
   ensure_state();
   // Every check that can throw comes before the first parameter changes.
   schedule_factors_.resize(group_options_.size());
-  for (size_t g = 0; g < schedule_factors_.size(); ++g) schedule_factors_[g] = schedule_factor(g);
+  for (size_t g = 0; g < schedule_factors_.size(); ++g) {
+    schedule_factors_[g] = schedule_factor(g);
+    check_scheduled_constants(g);
+  }
   compute_clip_scales(grads, already_clipped);
   prepare_rule_constants();
   // The guard judges every parameter before any changes: by the ranges of its inputs when

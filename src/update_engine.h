@@ -110,6 +110,9 @@ class UpdateEngine {
   void check_rule_settings(const Options& options) const;
   // The factor of group `group`'s schedule at the next update, checked.
   double schedule_factor(size_t group) const;
+  // std::invalid_argument when the group's lr·f(t) or lr·f(t)·λ, once rounded to float32, is
+  // infinite (the schedule factors of this update are computed).
+  void check_scheduled_constants(size_t group) const;
   // Each parameter's clipping factor, global-norm factor included, into clip_scales_.
   void compute_clip_scales(const std::vector<at::Tensor>& grads, bool already_clipped);
   // Replaces each group's settings in place (same count).

@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <limits>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -329,7 +330,9 @@ TEST(DegenerateUpdate, WeightDecayAndScheduleOverflowsChangeNothing) {
       "sgd", {{"w", floats({1})}},
       downhill::Options().learning_rate(1e10).learning_rate_schedule([](int64_t) { return 1e30; }));
   before = everything(*scheduled);
-  EXPECT_FALSE(scheduled->apply({floats({1})}));
+  // lr·f(t) = 1e40 is infinite in float32: a setting no update can use, refused as the
+  // learning rate 1e40 would be, before anything changes.
+  EXPECT_THROW(scheduled->apply({floats({1})}), std::invalid_argument);
   expect_same_bits(before, everything(*scheduled));
 }
 

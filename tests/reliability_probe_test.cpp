@@ -1,8 +1,9 @@
 // What a second adversarial probe broke, outside checkpoints (those are in
 // checkpoint_schema_test): a reduction that made the learning rate invalid, a learning rate
 // that float32 rounds to 0, ambiguous state names, a factory returning null and a sparse
-// gradient, monitor names that are not UTF-8 in the history file, and a checkpoint path where
-// nothing can be created. Each is refused by name, or kept within what is valid.
+// gradient, monitor names that are not UTF-8 in the history file, a checkpoint path where
+// nothing can be created, and a schedule's factor beyond float32's range. Each is refused by name,
+// or kept within what is valid.
 #include <downhill/downhill.h>
 #include <downhill/rule.h>
 #include <gmock/gmock.h>
@@ -111,6 +112,63 @@ TEST(VanishingSettings, WeightDecayTimesTheRateThatIs0InFloat32IsRefused) {
   EXPECT_THROW(opt->change_options([](downhill::Options& o) { o.learning_rate(1e-47); }),
                std::invalid_argument);
   EXPECT_EQ(opt->options().learning_rate(), 0.1);
+}
+
+// ---- a schedule's factor beyond float32's range ----
+
+// lr·f(t) is formed in double and rounded once: lr = 1e-30 and f = 1e39 make a float32 rate
+// of 1e9, though f alone is infinite in float32.
+TEST(ScheduleFactor, TheRateTimesTheFactorIsRoundedOnceNotTheFactorAlone) {
+  auto w = torch::ones({2});
+  auto opt = downhill::build("sgd", {{"w", w}},
+                             downhill::Options().learning_rate(1e-30).learning_rate_schedule(
+                                 downhill::schedules::constant(1e39)));
+  ASSERT_TRUE(opt->apply({torch::full({2}, 1e-12)}));
+  // 1 − (1e-30·1e39)·1e-12 = 1 − 1e-3.
+  EXPECT_NEAR(w[0].item<double>(), 0.999, 1e-6);
+  EXPECT_NEAR(w[1].item<double>(), 0.999, 1e-6);
+}
+
+TEST(ScheduleFactor, TheDecayIsTheRateTimesTheFactorTimesLambdaRoundedOnce) {
+  auto w = torch::ones({1});
+  auto opt = downhill::build(
+      "sgd", {{"w", w}},
+      downhill::Options().learning_rate(1e-30).weight_decay(1e-9).learning_rate_schedule(
+          downhill::schedules::constant(1e39)));
+  ASSERT_TRUE(opt->apply({torch::full({1}, 1e-12)}));
+  // u = 1e9·1e-12 = 1e-3, decay 1e9·1e-9 = 1: p ← 1 − (1e-3 + 1·1).
+  EXPECT_NEAR(w[0].item<double>(), -1e-3, 1e-6);
+}
+
+// ADADELTA has no learning rate: f(t) multiplies its update, as two float32 factors.
+TEST(ScheduleFactor, AFactorBeyondFloat32ScalesASmallUpdateOfARuleWithoutARate) {
+  auto w = torch::zeros({1});
+  auto opt = downhill::build(
+      "adadelta", {{"w", w}},
+      downhill::Options().learning_rate_schedule(downhill::schedules::constant(1e39)));
+  // g² is 0 in float32, so the update is g·√ε/√ε = g; times f: 1e-35·1e39 = 1e4.
+  ASSERT_TRUE(opt->apply({torch::full({1}, 1e-35)}));
+  EXPECT_NEAR(w[0].item<double>(), -1e4, 1e-1);
+}
+
+TEST(ScheduleFactor, AProductInfiniteInFloat32IsRefusedWithNothingChanged) {
+  auto w = torch::ones({2});
+  auto opt = downhill::build("sgd", {{"w", w}},
+                             downhill::Options().learning_rate(1).learning_rate_schedule(
+                                 downhill::schedules::constant(1e39)));
+  const auto message =
+      message_of<std::invalid_argument>([&] { opt->apply({torch::full({2}, 1e-12)}); });
+  EXPECT_THAT(message, AllOf(HasSubstr("learning_rate_schedule(0) = 1e+39"),
+                             HasSubstr("infinite in float32"), HasSubstr("no update was applied")));
+  EXPECT_TRUE(torch::equal(w, torch::ones({2})));
+  EXPECT_EQ(opt->update_count(), 0);
+  // float64 holds the product.
+  auto d = torch::ones({1}, torch::kDouble);
+  auto wide = downhill::build("sgd", {{"d", d}},
+                              downhill::Options().learning_rate(1).learning_rate_schedule(
+                                  downhill::schedules::constant(1e39)));
+  ASSERT_TRUE(wide->apply({torch::full({1}, 1e-39, torch::kDouble)}));
+  EXPECT_NEAR(d[0].item<double>(), 0.0, 1e-12);
 }
 
 // ---- state names ----

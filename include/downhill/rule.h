@@ -36,6 +36,10 @@
 //   - `static constexpr bool kNesterov = true`: always use Nesterov momentum;
 //   - `static constexpr bool kUsesLearningRate = false`: the update is not proportional to
 //     the learning rate (as ADADELTA's), so weight decay adds λ·p rather than lr·λ·p;
+//   - `static constexpr bool kScheduleInLearningRate = true`: the update is
+//     c.learning_rate() times terms free of it (as SGD's and Adam's), so the schedule's
+//     factor f(t) is taken there — c.learning_rate() is then lr·f(t), formed in double and
+//     rounded once — rather than multiplying the update after the body;
 //   - hyperparameters of its own, set per build by name like any other setting: declared as
 //     downhill::Setting handles (downhill/settings.h) outside the template, read in the
 //     constructor with `handle(c.options())`, and `static void declare_settings()` touching

@@ -9,6 +9,7 @@ template <typename V>
 struct Adagrad {
   static constexpr const char* name = "ADAGRAD";
   static constexpr std::array<const char*, 1> state = {"G"};
+  static constexpr bool kScheduleInLearningRate = true;  // u = lr·g/√(G + ε)
   /// A sum of squares.
   static double state_minimum(size_t) { return 0.0; }
   static void check_options(const Options& options, at::ScalarType dtype) {

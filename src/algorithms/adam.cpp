@@ -31,6 +31,7 @@ template <typename V>
 struct Adam {
   static constexpr const char* name = "Adam";
   static constexpr std::array<const char*, 2> state = {"m", "v"};
+  static constexpr bool kScheduleInLearningRate = true;  // u = lr·m̂/(√v̂ + ε)
   /// v is a running mean of squares; m may take any sign.
   static double state_minimum(size_t slot) {
     return slot == 1 ? 0.0 : -std::numeric_limits<double>::infinity();

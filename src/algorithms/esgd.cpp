@@ -23,6 +23,7 @@ template <typename V>
 struct Esgd {
   static constexpr const char* name = "ESGD";
   static constexpr std::array<const char*, 1> state = {"D"};
+  static constexpr bool kScheduleInLearningRate = true;  // u = lr·g/(√D + ε)
   /// A running mean of squares.
   static double state_minimum(size_t) { return 0.0; }
   static void declare_settings() { hv_method(); }

@@ -12,6 +12,7 @@ template <typename V>
 struct RmsProp {
   static constexpr const char* name = "RMSProp";
   static constexpr std::array<const char*, 2> state = {"f", "G"};
+  static constexpr bool kScheduleInLearningRate = true;  // u = lr·g/√(G − f² + ε)
   /// G is a running mean of squares; f, of gradients, may take any sign.
   static double state_minimum(size_t slot) {
     return slot == 1 ? 0.0 : -std::numeric_limits<double>::infinity();

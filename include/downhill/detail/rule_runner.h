@@ -110,6 +110,14 @@ class RuleRunner final : public UpdateRule {
     }
   }
 
+  bool schedule_in_learning_rate() const override {
+    if constexpr (requires { Rule<float>::kScheduleInLearningRate; }) {
+      return Rule<float>::kScheduleInLearningRate;
+    } else {
+      return false;
+    }
+  }
+
   bool forces_nesterov() const override {
     if constexpr (requires { Rule<float>::kNesterov; }) {
       return Rule<float>::kNesterov;
@@ -125,7 +133,7 @@ class RuleRunner final : public UpdateRule {
   void prepare(const UpdateContext& group, at::ScalarType dtype,
                RuleConstants& constants) const override {
     auto& own = static_cast<Constants&>(constants);
-    const RuleContext context(group.options, group.update, dtype);
+    const RuleContext context(group.options, group.update, dtype, group.learning_rate_factor);
     auto make = [&](auto value) { return this->template make<decltype(value)>(context); };
     if (dtype == at::kFloat) {
       own.template prepare<float>(make, own.float_rule, own.float_bound);
@@ -170,7 +178,10 @@ class RuleRunner final : public UpdateRule {
     }
     // The tensor form's constants are tensors: built at its first use in the update.
     auto& rule = own.tensor_rules[dtype == at::kFloat ? 0 : 1];
-    if (!rule) rule.emplace(make<at::Tensor>(RuleContext(group.options, group.update, dtype)));
+    if (!rule) {
+      rule.emplace(make<at::Tensor>(
+          RuleContext(group.options, group.update, dtype, group.learning_rate_factor)));
+    }
     compose_update_chain<at::Tensor>(RuleStage<at::Tensor, Rule<at::Tensor>>{*rule}, chain, dtype,
                                      [&](const auto& c) { run_reference(c, target); });
   }

@@ -47,15 +47,24 @@ V chain_constant(double value, at::ScalarType dtype) {
 }
 
 /// `scale` as two factors of T's normal range whose product is `scale` (the second an
-/// exact power of two, 1 when `scale` alone is normal), so that multiplying by one then
-/// the other rounds once, as multiplying by the exact scale would. One factor alone
-/// would fall below T's normal range, losing digits, for gradients near T's largest value.
+/// exact power of two, 1 when `scale` alone is normal in T), so that multiplying by one then
+/// the other rounds once, as multiplying by the exact scale would. One factor alone would
+/// fall below T's normal range, losing digits, for gradients near T's largest value; or,
+/// for a factor beyond T's largest value (a schedule's f(t) on a float32 update), be
+/// infinite where the product is not.
 template <typename T>
 std::pair<T, T> split_scale(double scale) {
   constexpr int kTailExponent = std::numeric_limits<T>::min_exponent + 8;  // still normal
   const double tail = std::ldexp(1.0, kTailExponent);
-  if (scale == 0 || scale >= tail) return {static_cast<T>(scale), T(1)};
-  return {static_cast<T>(scale / tail), static_cast<T>(tail)};
+  if (scale == 0 || !std::isfinite(scale)) return {static_cast<T>(scale), T(1)};
+  if (scale < tail) return {static_cast<T>(scale / tail), static_cast<T>(tail)};
+  if (scale <= static_cast<double>(std::numeric_limits<T>::max())) {
+    return {static_cast<T>(scale), T(1)};
+  }
+  // The largest power of two below T's largest value: the first factor is then at least 2,
+  // so that it never makes the product smaller than the update before its tail.
+  const double head = std::ldexp(1.0, std::numeric_limits<T>::max_exponent - 1);
+  return {static_cast<T>(scale / head), static_cast<T>(head)};
 }
 
 /// split_scale for a parameter of `dtype` (float or double), as doubles.
@@ -124,19 +133,30 @@ struct ScaleGradient {
 };
 
 /// The schedule's factor and decoupled weight decay: u·f(t) + d·p, with d = lr·f(t)·λ
-/// and p the parameter before the step.
+/// and p the parameter before the step. f(t) is 1 here for a rule that took it in its
+/// learning rate; otherwise two factors (split_scale), so that a factor beyond the dtype's
+/// range scales a small update to a finite one.
 template <typename V>
 struct AdjustUpdate {
-  V scale, decay;
+  V scale, tail, decay;
+  bool has_tail = false;  // tail != 1: the tensor form then multiplies by it too
   static bool applies(const ChainSettings& settings) {
     return settings.update_scale != 1.0 || settings.decay != 0.0;
   }
   AdjustUpdate(const ChainSettings& settings, at::ScalarType dtype)
-      : scale(chain_constant<V>(settings.update_scale, dtype)),
-        decay(chain_constant<V>(settings.decay, dtype)) {}
+      : decay(chain_constant<V>(settings.decay, dtype)) {
+    const auto [factor, rest] = split_scale(dtype, settings.update_scale);
+    scale = chain_constant<V>(factor, dtype);
+    tail = chain_constant<V>(rest, dtype);
+    has_tail = rest != 1.0;
+  }
   template <size_t N>
   [[gnu::always_inline]] void operator()(Lane<V, N>& x) const {
-    x.u = x.u * scale + decay * x.p;
+    if constexpr (std::is_same_v<V, at::Tensor>) {
+      x.u = (has_tail ? x.u * scale * tail : x.u * scale) + decay * x.p;
+    } else {
+      x.u = x.u * scale * tail + decay * x.p;
+    }
   }
 };
 

@@ -20,7 +20,8 @@ namespace downhill::detail {
 struct ChainSettings {
   double grad_scale = 1.0;    // the norm-clipping factor, per parameter and global (1: none)
   double clip_elem = 0.0;     // > 0: clamp each element to ±clip_elem first
-  double update_scale = 1.0;  // the schedule's factor f(t) on the rule's update
+  double update_scale = 1.0;  // the schedule's factor f(t) on the rule's update (1 when the
+                              // rule took it in its learning rate)
   double decay = 0.0;         // weight decay: the update gains decay·p
   double momentum = 0.0;
   bool nesterov = false;
@@ -54,6 +55,9 @@ struct StateRanges {
 struct UpdateContext {
   const Options& options;  // the group's settings
   int64_t update = 0;      // the number of this update: 1 for the first
+  // The schedule's factor f(t) in the rule's learning rate (RuleContext::learning_rate), for
+  // a rule that takes it there (UpdateRule::schedule_in_learning_rate); 1 otherwise.
+  double learning_rate_factor = 1.0;
 };
 
 /// A rule's constants for one parameter group, which UpdateRule::prepare builds at each
@@ -87,6 +91,10 @@ class UpdateRule {
   virtual bool needs_hessian_vector_products() const = 0;
   /// Whether the update is proportional to the learning rate (all but ADADELTA).
   virtual bool uses_learning_rate() const = 0;
+  /// Whether the update is the context's learning rate times terms free of it (SGD, Adam, ...):
+  /// then the schedule's factor f(t) enters that learning rate (lr·f(t), rounded once), and
+  /// the chain does not scale the update again. Otherwise the chain multiplies by f(t).
+  virtual bool schedule_in_learning_rate() const { return false; }
   /// Whether the rule always uses Nesterov momentum (NAG).
   virtual bool forces_nesterov() const = 0;
   /// A holder for one group's constants, made once per group.
