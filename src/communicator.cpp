@@ -5,13 +5,18 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <mutex>
 #include <stdexcept>
+#include <string_view>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <unordered_map>
 
 #include "text.h"
 
@@ -78,6 +83,58 @@ Milliseconds milliseconds_of(double seconds) {
   return Milliseconds(static_cast<int64_t>(std::min(seconds, 1e9) * 1000.0));
 }
 
+// The announcement of a collective (Communicator): its fields, each sent as x and −x so that
+// one MAX gives every rank the largest and the smallest value of each. Fixed in size, so
+// that two announcements always meet safely whatever they announce.
+enum AnnouncedField : int64_t { kOperation, kNumel, kLayout, kAgreedCount, kFirstAgreed };
+constexpr int64_t kAnnouncedFields = 32;
+constexpr int64_t kInlineAgreed = kAnnouncedFields - kFirstAgreed;  // more take a second one
+// A NaN compares as this (MAX of NaNs is not defined), and reads back as "nan".
+constexpr double kNanStandIn = -std::numeric_limits<double>::max();
+
+// FNV-1a over `text`, 32 bits (exact in a double).
+uint32_t text_hash(std::string_view text) {
+  uint32_t hash = 2166136261u;
+  for (const char c : text) hash = (hash ^ static_cast<unsigned char>(c)) * 16777619u;
+  return hash;
+}
+
+// Layouts (dtypes and sizes) mixed into one 32-bit value.
+uint32_t mix(uint32_t hash, int64_t value) {
+  for (int byte = 0; byte < 8; ++byte) {
+    hash = (hash ^ static_cast<uint32_t>((static_cast<uint64_t>(value) >> (8 * byte)) & 0xff)) *
+           16777619u;
+  }
+  return hash;
+}
+
+// The operations this process has announced, by hash: so that it can name another rank's.
+class OperationNames {
+ public:
+  void remember(uint32_t hash, const std::string& what) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    if (names_.size() < 4096) names_.emplace(hash, what);
+  }
+  std::string name(uint32_t hash) const {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    const auto found = names_.find(hash);
+    return found == names_.end() ? "in another collective" : found->second;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::unordered_map<uint32_t, std::string> names_;
+};
+
+OperationNames& operation_names() {
+  static OperationNames names;
+  return names;
+}
+
+std::string shown_value(double value) {
+  return value == kNanStandIn ? std::string("nan") : format_number(value);
+}
+
 // Gradients travel in buckets of at most this size (or one tensor, when larger), as
 // DistributedDataParallel's bucket_cap_mb: a few collectives per step, each large enough to
 // run at full speed, and the next bucket packed while the previous one is sent.
@@ -94,9 +151,11 @@ class GroupCommunicator final : public Communicator {
   std::string backend() const override { return group_->getBackendName(); }
 
   std::vector<at::Tensor> average(const std::vector<at::Tensor>& tensors,
-                                  std::vector<double>& flags) override {
+                                  std::vector<double>& flags,
+                                  const std::vector<AgreedValue>& agreed) override {
     at::NoGradGuard no_grad;
     plan_buckets(tensors, flags.size());
+    announce("averaging gradients", plan_numel_, plan_layout_, agreed);
     std::vector<c10::intrusive_ptr<c10d::Work>> works;
     works.reserve(buckets_.size());
     // Each bucket is sent while the next is packed.
@@ -139,6 +198,7 @@ class GroupCommunicator final : public Communicator {
 
   void sum(std::vector<double>& values, const std::string& what) override {
     if (values.empty()) return;
+    announce(what, static_cast<int64_t>(values.size()), 0);
     std::vector<at::Tensor> one{at::tensor(values, at::kDouble)};
     wait(run(what, [&] { return group_->allreduce(one); }), what);
     const double* data = one[0].data_ptr<double>();
@@ -147,6 +207,13 @@ class GroupCommunicator final : public Communicator {
 
   void broadcast(std::vector<at::Tensor>& tensors) override {
     at::NoGradGuard no_grad;
+    int64_t numel = 0;
+    uint32_t layout = 2166136261u;
+    for (const auto& tensor : tensors) {
+      numel += tensor.numel();
+      layout = mix(mix(layout, tensor.numel()), static_cast<int64_t>(tensor.scalar_type()));
+    }
+    announce("broadcasting from rank 0", numel, layout);
     for (auto& tensor : tensors) {
       std::vector<at::Tensor> one{tensor.is_contiguous() ? tensor : tensor.contiguous()};
       c10d::BroadcastOptions options;
@@ -168,6 +235,7 @@ class GroupCommunicator final : public Communicator {
     std::vector<at::Tensor> table{at::zeros({size(), std::max<int64_t>(longest, 1)}, at::kInt)};
     auto* row = table[0].data_ptr<int32_t>() + rank() * table[0].size(1);
     for (size_t c = 0; c < text.size(); ++c) row[c] = static_cast<unsigned char>(text[c]);
+    announce("comparing " + what + " line by line", table[0].numel(), 0);
     wait(run("comparing " + what, [&] { return group_->allreduce(table); }), "comparing " + what);
     auto lines_of = [&](int64_t r) {
       const auto* cells = table[0].data_ptr<int32_t>() + r * table[0].size(1);
@@ -198,10 +266,8 @@ class GroupCommunicator final : public Communicator {
     }
   }
 
-  void barrier() override {
-    wait(run("waiting for every rank", [&] { return group_->barrier(); }),
-         "waiting for every rank");
-  }
+  // The announcement waits for every rank, as a barrier does.
+  void barrier() override { announce("waiting for every rank", 0, 0); }
 
  private:
   struct Entry {
@@ -215,6 +281,97 @@ class GroupCommunicator final : public Communicator {
     std::vector<Entry> entries;
   };
 
+  // Announces the collective `what` of `numel` elements laid out as `layout` (Communicator):
+  // std::runtime_error on every rank when any rank announces another, or when `agreed`
+  // differs across ranks.
+  void announce(const std::string& what, int64_t numel, uint32_t layout,
+                const std::vector<AgreedValue>& agreed = {}) {
+    const uint32_t operation = text_hash(what);
+    operation_names().remember(operation, what);
+    if (!announcement_.defined()) announcement_ = at::empty({2 * kAnnouncedFields}, at::kDouble);
+    double* fields = announcement_.data_ptr<double>();
+    std::fill(fields, fields + 2 * kAnnouncedFields, 0.0);
+    auto put = [&](double* to, int64_t stride, int64_t field, double value) {
+      to[field] = value;
+      to[stride + field] = -value;
+    };
+    const auto agreed_count = static_cast<int64_t>(agreed.size());
+    auto comparable = [&](int64_t a) {
+      const double value = agreed[static_cast<size_t>(a)].value;
+      return std::isnan(value) ? kNanStandIn : value;
+    };
+    put(fields, kAnnouncedFields, kOperation, operation);
+    put(fields, kAnnouncedFields, kNumel, static_cast<double>(numel));
+    put(fields, kAnnouncedFields, kLayout, layout);
+    put(fields, kAnnouncedFields, kAgreedCount, static_cast<double>(agreed_count));
+    for (int64_t a = 0; a < std::min(agreed_count, kInlineAgreed); ++a) {
+      put(fields, kAnnouncedFields, kFirstAgreed + a, comparable(a));
+    }
+    largest_and_smallest(announcement_, what);
+    auto largest = [&](int64_t field) { return fields[field]; };
+    auto smallest = [&](int64_t field) { return -fields[kAnnouncedFields + field]; };
+    bool same = true;
+    for (int64_t field = kOperation; field < kFirstAgreed; ++field) {
+      same = same && largest(field) == smallest(field);
+    }
+    if (!same) out_of_step(what, operation, numel, largest, smallest);
+    // The values beyond the announcement's room follow in one more, of the size announced.
+    std::vector<double> high(agreed.size()), low(agreed.size());
+    for (int64_t a = 0; a < std::min(agreed_count, kInlineAgreed); ++a) {
+      high[static_cast<size_t>(a)] = largest(kFirstAgreed + a);
+      low[static_cast<size_t>(a)] = smallest(kFirstAgreed + a);
+    }
+    if (agreed_count > kInlineAgreed) {
+      const int64_t rest = agreed_count - kInlineAgreed;
+      auto more = at::empty({2 * rest}, at::kDouble);
+      double* values = more.data_ptr<double>();
+      for (int64_t a = 0; a < rest; ++a) put(values, rest, a, comparable(kInlineAgreed + a));
+      largest_and_smallest(more, what);
+      for (int64_t a = 0; a < rest; ++a) {
+        high[static_cast<size_t>(kInlineAgreed + a)] = values[a];
+        low[static_cast<size_t>(kInlineAgreed + a)] = -values[rest + a];
+      }
+    }
+    for (size_t a = 0; a < agreed.size(); ++a) {
+      if (high[a] == low[a]) continue;
+      throw std::runtime_error(
+          "downhill: distributed: the ranks disagree on " + agreed[a].name + ": " +
+          shown_value(low[a]) + " on some ranks, " + shown_value(high[a]) +
+          " on others; a setting that is a function (a schedule) must give every rank the "
+          "same value (nothing was sent, no update was applied)");
+    }
+  }
+
+  // The largest of each element of `fields` over the ranks, in place.
+  void largest_and_smallest(at::Tensor& fields, const std::string& what) {
+    std::vector<at::Tensor> one{fields};
+    c10d::AllreduceOptions options;
+    options.reduceOp = c10d::ReduceOp::MAX;
+    wait(run(what, [&] { return group_->allreduce(one, options); }), what);
+  }
+
+  template <typename Largest, typename Smallest>
+  [[noreturn]] void out_of_step(const std::string& what, uint32_t operation, int64_t numel,
+                                Largest largest, Smallest smallest) const {
+    // Another rank's: whichever extreme this rank's is not.
+    auto other = [&](int64_t field, double mine) {
+      return largest(field) == mine ? smallest(field) : largest(field);
+    };
+    const auto other_operation = static_cast<uint32_t>(other(kOperation, operation));
+    const auto other_numel = static_cast<int64_t>(other(kNumel, static_cast<double>(numel)));
+    auto described = [](const std::string& name, int64_t count) {
+      return name + " (" + std::to_string(count) + (count == 1 ? " value)" : " values)");
+    };
+    const std::string theirs =
+        other_operation == operation ? what : operation_names().name(other_operation);
+    throw std::runtime_error(
+        "downhill: distributed: the ranks are out of step: rank " + std::to_string(rank()) +
+        " of " + std::to_string(size()) + " is " + described(what, numel) +
+        " while another rank is " + described(theirs, other_numel) +
+        "; every rank must make the same calls in the same order (did one leave the loop "
+        "early, or call step(), apply() or evaluate() alone?). Nothing was sent");
+  }
+
   // Buckets of consecutive tensors of one dtype, made again only when the tensors change.
   void plan_buckets(const std::vector<at::Tensor>& tensors, size_t flag_count) {
     std::vector<int64_t> key{static_cast<int64_t>(flag_count)};
@@ -224,6 +381,9 @@ class GroupCommunicator final : public Communicator {
     }
     if (key == plan_key_) return;
     plan_key_ = key;
+    plan_numel_ = 0;
+    plan_layout_ = 2166136261u;
+    for (const int64_t value : key) plan_layout_ = mix(plan_layout_, value);
     buckets_.clear();
     std::vector<at::ScalarType> dtypes;
     for (size_t i = 0; i < tensors.size(); ++i) {
@@ -249,6 +409,7 @@ class GroupCommunicator final : public Communicator {
     for (size_t b = 0; b < buckets_.size(); ++b) {
       const int64_t extra = b == 0 ? static_cast<int64_t>(flag_count) : 0;
       buckets_[b].buffer = at::empty({buckets_[b].numel + extra}, at::TensorOptions(dtypes[b]));
+      plan_numel_ += buckets_[b].numel + extra;
     }
   }
 
@@ -282,7 +443,10 @@ class GroupCommunicator final : public Communicator {
   c10::intrusive_ptr<c10d::Store> store_;  // kept alive with the group it serves
   double timeout_seconds_;
   std::vector<int64_t> plan_key_;
+  int64_t plan_numel_ = 0;    // the elements every bucket sends
+  uint32_t plan_layout_ = 0;  // plan_key_ mixed
   std::vector<Bucket> buckets_;
+  at::Tensor announcement_;  // reused: the fields of each announcement
 };
 
 // torchrun's group: TCPStore at MASTER_ADDR:MASTER_PORT (served by rank 0, or by torchrun's

@@ -14,6 +14,18 @@
 
 namespace downhill::detail {
 
+/// A value every rank must hold alike at a collective (a setting that is a function, at this
+/// update), and its name for the error that a difference is.
+struct AgreedValue {
+  std::string name;
+  double value = 0.0;
+};
+
+/// Every collective is announced first, by a small one of fixed size that carries what it is
+/// and its size (and the values to agree): Gloo pairs every rank's n-th collective, and two of
+/// different sizes abort the process (gloo::EnforceNotMet, thrown in its thread), so a rank
+/// out of step must be caught before its collective runs. A difference is a
+/// std::runtime_error on every rank, naming both operations or both values.
 class Communicator {
  public:
   /// The group `options` asks for: Options::process_group's, or torchrun's, joined once
@@ -29,9 +41,12 @@ class Communicator {
 
   /// The mean over ranks of each defined tensor of `tensors` (undefined ones stay
   /// undefined), as contiguous views of flat buffers that the next call reuses. `flags`
-  /// (small counts) are summed across ranks in the same collective.
+  /// (small counts) are summed across ranks in the same collective. `agreed` must be equal
+  /// on every rank (compared exactly, in the announcement): std::runtime_error otherwise,
+  /// before anything is sent.
   virtual std::vector<at::Tensor> average(const std::vector<at::Tensor>& tensors,
-                                          std::vector<double>& flags) = 0;
+                                          std::vector<double>& flags,
+                                          const std::vector<AgreedValue>& agreed = {}) = 0;
   /// Sums `values` across ranks, in float64; `what` names the sum in errors.
   virtual void sum(std::vector<double>& values, const std::string& what) = 0;
   /// Copies rank 0's values into every rank's `tensors` (same shapes and dtypes on every

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <mutex>
 #include <stdexcept>
+#include <variant>
 
 #include "loop_state.h"
 #include "settings_table.h"
@@ -38,6 +39,29 @@ std::vector<std::string> optimizer_lines(const UpdateEngine& engine) {
     }
   }
   return lines;
+}
+
+// What every rank must agree on at an update beyond its build: the update's number and the
+// value at it of every setting that is a function (learning_rate_schedule, or a rule's own
+// schedule), per group. A function cannot be compared at build; its values can, at each
+// update, in the announcement of the gradients' average.
+std::vector<AgreedValue> update_agreement(const UpdateEngine& engine) {
+  const int64_t t = engine.update_count();
+  std::vector<AgreedValue> agreed{{"the number of updates so far", static_cast<double>(t)}};
+  const auto& params = engine.params();
+  for (size_t g = 0; g < params.group_count(); ++g) {
+    if (params.is_frozen(g)) continue;
+    const auto& options = engine.group_options(g);
+    for (const SettingId id : setting_ids()) {
+      const auto& spec = setting_spec(id);
+      const auto* function = std::get_if<Schedule>(&options.value(id));
+      if (!spec.agreed || !function || !*function) continue;
+      agreed.push_back({spec.name + "(" + std::to_string(t) + ")" +
+                            (params.group_count() > 1 ? " of group " + std::to_string(g) : ""),
+                        (*function)(t)});
+    }
+  }
+  return agreed;
 }
 
 std::string dataset_line(const Dataset& data) {
@@ -85,7 +109,7 @@ void DataParallel::average_with(const UpdateEngine& engine, std::vector<at::Tens
     if (!hvs.empty()) sent_[n + i] = hvs[i];
   }
   std::vector<double> sums{flags.nonfinite_losses, flags.interrupts};
-  const auto means = comm_->average(sent_, sums);
+  const auto means = comm_->average(sent_, sums, update_agreement(engine));
   for (size_t i = 0; i < n; ++i) {
     if (!sent_[i].defined()) continue;
     grads[i] = means[i];

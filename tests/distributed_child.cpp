@@ -14,7 +14,10 @@
 //            sleeps for 10 minutes, holding its connections open), own_group=1 (the
 //            group is made here, a c10d ProcessGroupGloo handed in by Options::process_group),
 //            stop_at=N with stop_rank=R (a callback on rank R alone asks the run to stop at
-//            the end of pass N).
+//            the end of pass N), schedule0=F / schedule1=F (rank 0's or rank 1's
+//            learning_rate_schedule is the constant F), leave_at=N with then=step|evaluate
+//            (rank 1 leaves the loop after pass N and calls step() on a training batch, or
+//            evaluate() on the validation set).
 // It prints "pass N" to stdout after each pass, flushed (for the Ctrl-C test).
 // On an exception it writes "error: WHAT" to OUT_FILE, and exits with 3.
 #include <downhill/distributed.h>
@@ -120,6 +123,10 @@ int train(const std::string& algo, const std::string& out_file, const Settings& 
   if (algo == "rmsprop" || algo == "adam") options.momentum(number(settings, "momentum", 0.5));
   if (!text(settings, "checkpoint").empty()) options.checkpoint(text(settings, "checkpoint"));
   if (text(settings, "resume") == "1") options.resume(true);
+  const std::string schedule = text(settings, "schedule" + std::to_string(place.rank));
+  if (!schedule.empty()) {
+    options.learning_rate_schedule(downhill::schedules::constant(std::stod(schedule)));
+  }
   if (text(settings, "own_group") == "1")
     options.distributed(false).process_group(own_group(place));
   auto opt = downhill::build(algo, loss, {{"w", w}, {"b", b}}, options);
@@ -134,6 +141,7 @@ int train(const std::string& algo, const std::string& out_file, const Settings& 
   out.precision(17);
   const int die_at = static_cast<int>(number(settings, "die_at", -1));
   const int hang_at = static_cast<int>(number(settings, "hang_at", -1));
+  const int leave_at = static_cast<int>(number(settings, "leave_at", -1));
   int pass = 0;
   for (const auto& [training, validation] : opt->iterate(train, &valid)) {
     ++pass;
@@ -149,6 +157,14 @@ int train(const std::string& algo, const std::string& out_file, const Settings& 
     std::fflush(stdout);
     if (pass == die_at && place.rank == 1) std::_Exit(9);
     if (pass == hang_at && place.rank == 1) std::this_thread::sleep_for(std::chrono::minutes(10));
+    if (pass == leave_at && place.rank == 1) break;
+  }
+  if (leave_at > 0 && place.rank == 1) {
+    if (text(settings, "then") == "evaluate") {
+      opt->evaluate(valid);
+    } else {
+      opt->step(downhill::Batch{x.narrow(0, 0, batch), y.narrow(0, 0, batch)});
+    }
   }
   const auto summary = opt->last_run();
   out << "stop " << downhill::to_string(summary.stop) << " passes " << summary.passes

@@ -291,6 +291,43 @@ TEST(Distributed, MismatchedParametersAreAClearErrorOnEveryRank) {
   }
 }
 
+TEST(Distributed, RanksWhoseSchedulesDifferStopWithTheSameErrorBeforeTheFirstUpdate) {
+  TemporaryFolder folder("dist_schedule");
+  const auto ranks = run(folder, "ranks", 2, {"train", "sgd", "schedule0=1", "schedule1=0.5"}, 3);
+  for (const auto& result : ranks) {
+    // At the first update, before anything is sent.
+    EXPECT_NE(result.find("pass 1, batch 1: downhill: distributed: the ranks disagree on "
+                          "learning_rate_schedule(0): 0.5 on some ranks, 1 on others; "),
+              std::string::npos)
+        << result;
+  }
+  EXPECT_EQ(ranks[0], ranks[1]) << "the same error on every rank";
+  // Schedules that are different functions with the same values train as one.
+  const auto same = run(folder, "same", 2, {"train", "sgd", "schedule0=0.5", "schedule1=0.5"});
+  EXPECT_EQ(same[0], same[1]);
+  EXPECT_NE(same[0].find("stop "), std::string::npos) << same[0];
+}
+
+TEST(Distributed, ARankOutOfStepGetsAnErrorNamingBothOperationsNeverAnAbort) {
+  TemporaryFolder folder("dist_out_of_step");
+  // Rank 1 leaves the loop after pass 1 and calls step() alone; rank 0 goes on with the loop,
+  // whose next collective is of another operation and size.
+  const auto ranks = run(folder, "ranks", 2,
+                         {"train", "sgd", "passes=50", "leave_at=1", "then=step", "timeout=10"}, 3);
+  EXPECT_NE(ranks[1].find("error: downhill: distributed: the ranks are out of step: rank 1 of 2 "
+                          "is averaging gradients (20 values) while another rank is "),
+            std::string::npos)
+      << ranks[1];
+  EXPECT_NE(ranks[0].find("error: downhill: distributed: the ranks are out of step: rank 0 of 2 "
+                          "is "),
+            std::string::npos)
+      << ranks[0];
+  EXPECT_NE(ranks[0].find(" while another rank is averaging gradients (20 values); every rank "
+                          "must make the same calls in the same order"),
+            std::string::npos)
+      << ranks[0];
+}
+
 TEST(Distributed, ARankThatDiesGivesTheOthersAnErrorWithinTheTimeout) {
   TemporaryFolder folder("dist_die");
   const int port = free_port();
