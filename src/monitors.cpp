@@ -9,11 +9,6 @@
 
 namespace downhill {
 
-namespace {
-// Up to this many entries a scan is quicker than a map (and allocates nothing).
-constexpr size_t kScanned = 16;
-}  // namespace
-
 const Monitors::Entry* Monitors::find(std::string_view name) const {
   if (positions_.empty()) {
     for (const auto& entry : entries_) {
@@ -21,7 +16,7 @@ const Monitors::Entry* Monitors::find(std::string_view name) const {
     }
     return nullptr;
   }
-  const auto it = positions_.find(std::string(name));
+  const auto it = positions_.find(name);
   return it == positions_.end() ? nullptr : &entries_[it->second];
 }
 
@@ -47,7 +42,7 @@ void Monitors::set(std::string_view name, double value) {
   entries_.emplace_back(std::string(name), value);
   if (!positions_.empty()) {
     positions_.emplace(entries_.back().first, entries_.size() - 1);
-  } else if (entries_.size() > kScanned) {
+  } else if (entries_.size() > kScanLimit) {
     for (size_t k = 0; k < entries_.size(); ++k) positions_.emplace(entries_[k].first, k);
   }
 }

@@ -43,7 +43,7 @@ void check_evaluation(const Evaluation& evaluation) {
   }
   // Names seen so far: a scan for a few monitors, a set for many (linear in their number).
   std::unordered_set<std::string_view> seen;
-  const bool many = evaluation.monitors.size() > 16;
+  const bool many = evaluation.monitors.size() > Monitors::kScanLimit;
   for (size_t m = 0; m < evaluation.monitors.size(); ++m) {
     const auto& [name, value] = evaluation.monitors[m];
     if (name == "loss") {

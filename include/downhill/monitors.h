@@ -1,6 +1,8 @@
 #pragma once
 // The values of one evaluation: an ordered name -> double map.
 
+#include <cstddef>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -30,14 +32,26 @@ class Monitors {
   /// "loss=0.123456 err=0.100000", as downhill logs them.
   std::string to_string() const;
 
+  /// Up to this many entries a lookup scans them (and allocates nothing); beyond, a map.
+  static constexpr size_t kScanLimit = 16;
+
  private:
+  // Hashes a std::string and a std::string_view alike, so that a lookup by view makes no
+  // string.
+  struct NameHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view name) const noexcept {
+      return std::hash<std::string_view>{}(name);
+    }
+  };
+
   Entry* find(std::string_view name);
   const Entry* find(std::string_view name) const;
 
   std::vector<Entry> entries_;
   // Name → position, kept once there are more than a few entries, so that a pass over
   // thousands of monitors stays linear in their number.
-  std::unordered_map<std::string, size_t> positions_;
+  std::unordered_map<std::string, size_t, NameHash, std::equal_to<>> positions_;
 };
 
 }  // namespace downhill
