@@ -1,5 +1,6 @@
 // Writing your own algorithm: Lion (Chen et al. 2023) as a rule, registered by name and then
-// used like a built-in algorithm, here to fit least squares to noisy linear data.
+// used like a built-in algorithm, here to fit least squares to noisy linear data. (Lion is
+// also built in, as "lion": this is how such a rule is written.)
 //
 // The rule is in lion_rule.h: about 30 lines. downhill runs gradient clipping before its body
 // and momentum after it, and keeps its state.
@@ -12,8 +13,9 @@
 #include "lion_rule.h"
 
 int main() {
-  // From here on, build("lion", ...) and Options().algo("lion") find it.
-  downhill::register_rule<Lion>();
+  // From here on, build("my_lion", ...) and Options().algo("my_lion") find it. ("lion", the
+  // rule's own name, is the built-in one's.)
+  downhill::register_rule<Lion>("my_lion");
 
   // y = X·w_true + noise, 1000 samples of 10 features; the noise alone leaves a loss of 0.01.
   torch::manual_seed(0);
@@ -28,7 +30,7 @@ int main() {
   downhill::logger()->set_level(spdlog::level::warn);  // only the result line below
   downhill::minimize(loss, {{"w", w}}, downhill::Batch{X, y},
                      downhill::Options()
-                         .algo("lion")
+                         .algo("my_lion")
                          .learning_rate(0.01)  // Lion moves every weight by ±lr per update
                          .batch_size(100)
                          .min_improvement(0.01)  // stop once a validation gains < 1%

@@ -85,6 +85,8 @@ int main(int argc, char** argv) {
       {"adadelta", downhill::Options().momentum(0.9)},
       {"esgd", downhill::Options().learning_rate(0.3).momentum(0.5)},
       {"adam", downhill::Options().learning_rate(0.1)},
+      {"adamw", downhill::Options().learning_rate(0.1)},
+      {"lion", downhill::Options().learning_rate(1e-2)},
   };
   for (const auto& name : downhill::builtin_algorithm_names()) {  // a new one needs settings
     bool listed = false;

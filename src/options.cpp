@@ -31,22 +31,6 @@ SettingId builtin_id(const char* name) {
   return *id;
 }
 
-// Levenshtein distance, for "did you mean" in messages.
-size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diagonal = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t above = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diagonal = above;
-    }
-  }
-  return row[b.size()];
-}
-
 // `value` converted to the type of `spec`, where the conversion loses nothing.
 std::optional<SettingValue> converted(const SettingSpec& spec, const SettingValue& value) {
   if (detail::holds_setting_type(spec, value)) return value;
@@ -87,18 +71,13 @@ std::string choices_text(const SettingSpec& spec) {
 
 SettingId Options::id_of(std::string_view name) {
   if (const auto id = find_setting(name)) return *id;
-  std::string closest;
-  size_t best = name.size();
+  std::vector<std::string> names;
   std::string known;
   for (const SettingId id : setting_ids()) {
-    const auto& candidate = setting_spec(id).name;
-    known += (known.empty() ? "" : ", ") + candidate;
-    const size_t distance = edit_distance(detail::to_lower(name), candidate);
-    if (distance < best && distance <= std::max<size_t>(2, candidate.size() / 3)) {
-      best = distance;
-      closest = candidate;
-    }
+    names.push_back(setting_spec(id).name);
+    known += (known.empty() ? "" : ", ") + names.back();
   }
+  const std::string closest = detail::closest_name(name, names);
   throw std::invalid_argument("downhill: unknown setting '" + std::string(name) + "'" +
                               (closest.empty() ? "" : "; did you mean '" + closest + "'?") +
                               " (a rule's own settings are known once it is registered); known "

@@ -15,17 +15,19 @@ namespace downhill {
 
 namespace {
 
-// A built-in algorithm's factory: the Optimizer facade over its rule.
-template <std::unique_ptr<detail::UpdateRule> (*make_rule)()>
+// A built-in algorithm's factory: the Optimizer facade over its rule, with the algorithm's own
+// defaults for the settings left unset.
+template <std::unique_ptr<detail::UpdateRule> (*make_rule)(), Options (*with_defaults)(Options)>
 std::unique_ptr<Optimizer> make_builtin(Loss loss, Params params, Options options) {
-  return detail::make_rule_optimizer(std::move(loss), std::move(params), std::move(options),
-                                     make_rule());
+  return detail::make_rule_optimizer(std::move(loss), std::move(params),
+                                     with_defaults(std::move(options)), make_rule());
 }
 
 struct Registry {
   std::mutex mutex;
   std::map<std::string, Factory> factories{
-#define DOWNHILL_BUILTIN_FACTORY(id) {#id, make_builtin<detail::make_##id##_rule>},
+#define DOWNHILL_BUILTIN_FACTORY(id) \
+  {#id, make_builtin<detail::make_##id##_rule, detail::with_##id##_defaults>},
       DOWNHILL_BUILTIN_ALGORITHMS(DOWNHILL_BUILTIN_FACTORY)
 #undef DOWNHILL_BUILTIN_FACTORY
   };
@@ -74,8 +76,10 @@ std::unique_ptr<Optimizer> build(std::string_view algo, Loss loss, Params params
     if (it != r.factories.end()) factory = it->second;
   }
   if (!factory) {
-    throw std::invalid_argument("downhill: unknown algorithm '" + std::string(algo) +
-                                "'; known algorithms: " + known_names());
+    const std::string closest = detail::closest_name(algo, algorithm_names());
+    throw std::invalid_argument("downhill: unknown algorithm '" + std::string(algo) + "'" +
+                                (closest.empty() ? "" : "; did you mean '" + closest + "'?") +
+                                "; known algorithms: " + known_names());
   }
   auto optimizer = factory(std::move(loss), std::move(params), std::move(options));
   if (!optimizer) {

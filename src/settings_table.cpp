@@ -93,12 +93,27 @@ SettingCheck integer_at_least(int64_t low) {
 
 namespace {
 
-// resume(true) reads the checkpoint file, so it needs one.
+// resume(true) and resume_required(true) read the checkpoint file, so they need one.
 SettingCheck resume_needs_checkpoint() {
   return [](const SettingValue& value, const Options& options) -> std::string {
     return std::get<bool>(value) && options.checkpoint().empty()
-               ? "resume(true) needs checkpoint(path) set"
+               ? "false, or true with checkpoint(path) set (resuming reads that file)"
                : "";
+  };
+}
+
+// monitor names a validation monitor: whether it is one is known at the first validation.
+SettingCheck names_a_monitor() {
+  return [](const SettingValue& value, const Options&) -> std::string {
+    return std::get<std::string>(value).empty() ? "the name of a validation monitor (\"loss\")"
+                                                : "";
+  };
+}
+
+SettingCheck min_or_max() {
+  return [](const SettingValue& value, const Options&) -> std::string {
+    const auto& mode = std::get<std::string>(value);
+    return mode == "min" || mode == "max" ? "" : "\"min\" or \"max\"";
   };
 }
 
@@ -315,6 +330,7 @@ Options::Options() {
   std::lock_guard<std::mutex> lock(t.mutex);
   values_.reserve(t.rows.size());
   for (const auto& row : t.rows) values_.push_back(row.spec.default_value);
+  given_.assign(values_.size(), false);
 }
 
 const SettingValue& Options::value(SettingId id) const {
@@ -324,6 +340,8 @@ const SettingValue& Options::value(SettingId id) const {
 
 SettingValue& Options::writable(SettingId id) {
   while (values_.size() <= id) values_.push_back(setting_spec(values_.size()).default_value);
+  given_.resize(values_.size(), false);
+  given_[id] = true;
   return values_[id];
 }
 

@@ -5,6 +5,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace downhill::detail {
 
@@ -19,5 +20,10 @@ std::string to_lower(std::string_view text);
 
 /// `value` as a stream writes it (6 significant digits), for messages.
 std::string format_number(double value);
+
+/// The one of `candidates` closest to `name` (case-insensitive edit distance) when it is close
+/// enough to be a likely typo (at most 2 edits, or a third of its length); empty otherwise.
+/// For "did you mean" in messages.
+std::string closest_name(std::string_view name, const std::vector<std::string>& candidates);
 
 }  // namespace downhill::detail

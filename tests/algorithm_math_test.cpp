@@ -98,13 +98,22 @@ class ScalarModel {
       const double gamma = ewma_weight(s_.rms_halflife);
       D_ = gamma * D_ + (1 - gamma) * hv * hv;
       u = lr * g / (std::sqrt(D_) + eps);
-    } else if (algo_ == "adam") {
+    } else if (algo_ == "adam" || algo_ == "adamw") {
       const double beta1 = ewma_weight(s_.beta1_halflife);
       const double beta2 = ewma_weight(s_.beta2_halflife);
       t_ += 1;
       m_ = beta1 * m_ + (1 - beta1) * g;
       v_ = beta2 * v_ + (1 - beta2) * g * g;
       u = lr * (m_ / (1 - std::pow(beta1, t_))) / (std::sqrt(v_ / (1 - std::pow(beta2, t_))) + eps);
+      // AdamW's own default weight decay, 1e-2 (these settings leave it unset): lr·λ·p.
+      if (algo_ == "adamw") u += lr * 1e-2 * p_;
+    } else if (algo_ == "lion") {
+      // Lion (Chen et al. 2023), with Adam's β settings: u = lr·sign(β₁m + (1−β₁)g);
+      // m ← β₂m + (1−β₂)g.
+      const double beta1 = ewma_weight(s_.beta1_halflife);
+      const double beta2 = ewma_weight(s_.beta2_halflife);
+      u = lr * sign(beta1 * m_ + (1 - beta1) * g);
+      m_ = beta2 * m_ + (1 - beta2) * g;
     } else {
       ADD_FAILURE() << "no scalar model for " << algo_;
     }

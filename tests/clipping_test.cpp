@@ -93,7 +93,9 @@ TEST_P(Clipping, ZeroGradientStaysZeroForEveryAlgorithm) {
     for (const bool elementwise : {false, true}) {
       SCOPED_TRACE(algo + (elementwise ? " with max_gradient_elem" : " with max_gradient_norm"));
       auto x = doubles({0.5, -1.5, 2.0});
-      auto options = downhill::Options().learning_rate(0.1).momentum(0.5).fused(GetParam());
+      // weight_decay(0): AdamW's own default (1e-2) decays parameters whatever the gradient.
+      auto options =
+          downhill::Options().learning_rate(0.1).momentum(0.5).weight_decay(0).fused(GetParam());
       if (elementwise) {
         options.max_gradient_elem(1.0).max_gradient_norm(1.0);
       } else {

@@ -90,6 +90,8 @@ std::vector<ConvergenceCase> convergence_cases() {
       {"adadelta", downhill::Options().rms_regularizer(0.5), "rms_regularizer 0.5"},
       {"esgd", downhill::Options().learning_rate(0.3), "learning_rate 0.3"},
       {"adam", downhill::Options().learning_rate(1e-2), "learning_rate 1e-2"},
+      {"adamw", downhill::Options().learning_rate(1e-2), "learning_rate 1e-2"},
+      {"lion", downhill::Options().learning_rate(1e-3), "learning_rate 1e-3"},
   };
   std::vector<ConvergenceCase> cases;
   for (const auto& algo : downhill::builtin_algorithm_names()) {

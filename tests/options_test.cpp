@@ -21,6 +21,7 @@ namespace {
 using downhill::testing::message_of;
 
 using testing::HasSubstr;
+using testing::Not;
 
 downhill::Params one_param() { return {{"x", torch::zeros({2}, torch::kDouble)}}; }
 
@@ -28,6 +29,7 @@ downhill::Params one_param() { return {{"x", torch::zeros({2}, torch::kDouble)}}
 const std::map<std::string, std::string> kDisplayNames = {
     {"sgd", "SGD"},         {"nag", "NAG"},           {"rprop", "RProp"}, {"rmsprop", "RMSProp"},
     {"adagrad", "ADAGRAD"}, {"adadelta", "ADADELTA"}, {"esgd", "ESGD"},   {"adam", "Adam"},
+    {"adamw", "AdamW"},     {"lion", "Lion"},
 };
 
 std::string upper_case(std::string text) {
@@ -53,11 +55,25 @@ TEST(Names, BuildIsCaseInsensitiveAndNameIsTheDisplayName) {
 
 TEST(Names, UnknownNameListsTheKnownOnes) {
   const auto message =
-      message_of<std::invalid_argument>([] { downhill::build("adamw", one_param()); });
-  EXPECT_THAT(message, HasSubstr("adamw"));
+      message_of<std::invalid_argument>([] { downhill::build("adamax", one_param()); });
+  EXPECT_THAT(message, HasSubstr("unknown algorithm 'adamax'"));
   for (const auto& name : downhill::builtin_algorithm_names()) {
     EXPECT_THAT(message, HasSubstr(name));
   }
+}
+
+TEST(Names, AnUnknownNameCloseToAKnownOneSuggestsIt) {
+  // Two letters swapped, one missing, another case: likely typos.
+  for (const auto& [typed, meant] : std::vector<std::pair<std::string, std::string>>{
+           {"rmsporp", "rmsprop"}, {"adadlta", "adadelta"}, {"ADAMWW", "adamw"}}) {
+    const auto message =
+        message_of<std::invalid_argument>([&] { downhill::build(typed, one_param()); });
+    EXPECT_THAT(message,
+                HasSubstr("unknown algorithm '" + typed + "'; did you mean '" + meant + "'?"));
+  }
+  // Nothing close: no suggestion.
+  const auto far = message_of<std::invalid_argument>([] { downhill::build("lbfgs", one_param()); });
+  EXPECT_THAT(far, Not(HasSubstr("did you mean")));
 }
 
 TEST(Names, AlgorithmNamesListsTheBuiltins) {
@@ -405,6 +421,17 @@ double expected_scalar(const std::string& algo) {
       m = beta1 * m + (1 - beta1) * g;
       v = beta2 * v + (1 - beta2) * g * g;
       u = lr * (m / (1 - std::pow(beta1, t))) / (std::sqrt(v / (1 - std::pow(beta2, t))) + eps);
+    } else if (algo == "adamw") {
+      // Adam with AdamW's defaults for what is unset: β 0.9/0.999, decay lr·1e-2·p.
+      m = 0.9 * m + 0.1 * g;
+      v = 0.999 * v + 0.001 * g * g;
+      u = lr * (m / (1 - std::pow(0.9, t))) / (std::sqrt(v / (1 - std::pow(0.999, t))) + eps) +
+          lr * 1e-2 * p;
+    } else if (algo == "lion") {
+      // β₁ 0.9, β₂ 0.99 (Lion's defaults): u = lr·sign(0.9m + 0.1g); m ← 0.99m + 0.01g.
+      const double c = 0.9 * m + 0.1 * g;
+      u = lr * (c > 0 ? 1 : c < 0 ? -1 : 0);
+      m = 0.99 * m + 0.01 * g;
     } else {
       ADD_FAILURE() << "no reference for " << algo;
     }

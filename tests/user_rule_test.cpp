@@ -77,7 +77,8 @@ struct HalvingAdagrad {
 // process, however often the tests run (--gtest_repeat).
 void register_rules_once() {
   static const bool registered = [] {
-    downhill::register_rule<Lion>();
+    // "lion" is built in: this rule of the guide's example is registered under a name of its own.
+    downhill::register_rule<Lion>("my_lion");
     downhill::register_rule<Lion>("lion_fast", {0.5, 0.8});
     downhill::register_rule<SignSgd>();
     downhill::register_rule<CurvatureScaled>();
@@ -132,11 +133,11 @@ std::vector<std::string> names_of(const downhill::NamedTensors& tensors) {
 TEST(UserRuleRegistration, RegisterRuleMakesTheRuleBuildable) {
   register_rules_once();
   const auto names = downhill::algorithm_names();
-  for (const std::string name : {"lion", "lion_fast", "signsgd"}) {
+  for (const std::string name : {"my_lion", "lion_fast", "signsgd"}) {
     EXPECT_NE(std::find(names.begin(), names.end(), name), names.end()) << name;
   }
   const downhill::Params params = {{"x", torch::zeros({2})}};
-  EXPECT_EQ(downhill::build("Lion", params)->name(), "Lion");
+  EXPECT_EQ(downhill::build("My_Lion", params)->name(), "Lion");
   // The display name is the rule's, whatever name it was registered under.
   EXPECT_EQ(downhill::build("LION_FAST", params)->name(), "Lion");
   EXPECT_EQ(downhill::build("signSGD", params)->name(), "SignSGD");
@@ -144,7 +145,8 @@ TEST(UserRuleRegistration, RegisterRuleMakesTheRuleBuildable) {
 
 TEST(UserRuleRegistration, ANameIsRegisteredOnlyOnce) {
   register_rules_once();
-  EXPECT_THROW(downhill::register_rule<Lion>(), std::invalid_argument);
+  EXPECT_THROW(downhill::register_rule<Lion>("my_lion"), std::invalid_argument);
+  EXPECT_THROW(downhill::register_rule<Lion>(), std::invalid_argument);  // the built-in "lion"
   EXPECT_THROW(downhill::register_rule<Lion>("LION_fast", {0.7, 0.9}), std::invalid_argument);
   EXPECT_THROW(downhill::register_rule<SignSgd>("Lion"), std::invalid_argument);
   // A built-in name is taken too.
@@ -217,9 +219,12 @@ struct LionCase {
 
 std::ostream& operator<<(std::ostream& out, const LionCase& c) { return out << c.label; }
 
-const LionCase kPlain = {"Defaults", "lion", 0.9, 0.99, 0.0, 0.0};
-const LionCase kMomentumClip = {"MomentumClipElem", "lion", 0.9, 0.99, 0.5, 0.75};
+const LionCase kPlain = {"Defaults", "my_lion", 0.9, 0.99, 0.0, 0.0};
+const LionCase kMomentumClip = {"MomentumClipElem", "my_lion", 0.9, 0.99, 0.5, 0.75};
 const LionCase kOwnSettings = {"OwnSettings", "lion_fast", 0.5, 0.8, 0.0, 0.0};
+// The built-in "lion", with the paper's β₁ = 0.9 and β₂ = 0.99 as its defaults.
+const LionCase kBuiltIn = {"BuiltIn", "lion", 0.9, 0.99, 0.0, 0.0};
+const LionCase kBuiltInMomentumClip = {"BuiltInMomentumClipElem", "lion", 0.9, 0.99, 0.5, 0.75};
 
 // Both parameters' models after `updates` updates of case `c`.
 std::pair<LionModel, LionModel> lion_models(const LionCase& c, int updates) {
@@ -297,7 +302,8 @@ TEST_P(LionTrajectory, FollowsTheFormulaInDoublePrecision) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Lion, LionTrajectory,
-                         testing::Combine(testing::Values(kPlain, kMomentumClip, kOwnSettings),
+                         testing::Combine(testing::Values(kPlain, kMomentumClip, kOwnSettings,
+                                                          kBuiltIn, kBuiltInMomentumClip),
                                           testing::Bool()),
                          trajectory_name);
 
@@ -328,7 +334,8 @@ std::vector<torch::Tensor> random_trajectory(const std::string& algo, downhill::
 
 TEST(UserRuleFused, FusedAndReferenceAgreeBitForBit) {
   register_rules_once();
-  for (const char* algo : {"lion", "lion_fast", "signsgd", "curvaturescaled", "halvingadagrad"}) {
+  for (const char* algo :
+       {"my_lion", "lion_fast", "signsgd", "curvaturescaled", "halvingadagrad"}) {
     for (const bool momentum : {false, true}) {
       SCOPED_TRACE(std::string(algo) + (momentum ? " with momentum and clipping" : ""));
       const auto options = momentum ? momentum_clip_options() : plain_options();
@@ -355,7 +362,7 @@ int64_t operators_per_update(const std::string& algo, const downhill::Options& o
 // pass over its memory and calls no ATen operator, while fused(false) runs the tensor ops.
 TEST(UserRuleFused, FusedPathRunsNoTensorOperators) {
   register_rules_once();
-  for (const char* algo : {"lion", "signsgd"}) {
+  for (const char* algo : {"my_lion", "signsgd"}) {
     for (const bool momentum : {false, true}) {
       SCOPED_TRACE(std::string(algo) + (momentum ? " with momentum and clipping" : ""));
       const auto options = momentum ? momentum_clip_options() : plain_options();
@@ -373,9 +380,9 @@ TEST(UserRuleFused, FusedPathRunsNoTensorOperators) {
 TEST(UserRuleState, StateIsNamedParamDotSlot) {
   register_rules_once();
   const downhill::Params params = {{"a", torch::zeros({3})}, {"b", torch::zeros({2, 2})}};
-  auto lion = downhill::build("lion", params);
+  auto lion = downhill::build("my_lion", params);
   EXPECT_EQ(names_of(lion->state()), (std::vector<std::string>{"a.m", "b.m"}));
-  auto with_momentum = downhill::build("lion", params, downhill::Options().momentum(0.5));
+  auto with_momentum = downhill::build("my_lion", params, downhill::Options().momentum(0.5));
   EXPECT_EQ(names_of(with_momentum->state()),
             (std::vector<std::string>{"a.m", "a.velocity", "b.m", "b.velocity"}));
   EXPECT_TRUE(downhill::build("signsgd", params)->state().empty());
@@ -397,7 +404,7 @@ TEST(UserRuleHessian, ARuleTakingHessianVectorProductsNeedsThem) {
     expect_values(x, {0.25, -0.75}, 0.0, "x");
   }
   const downhill::Params params = {{"x", torch::zeros({2})}};
-  EXPECT_FALSE(downhill::build("lion", params)->needs_hessian_vector_products());
+  EXPECT_FALSE(downhill::build("my_lion", params)->needs_hessian_vector_products());
   EXPECT_FALSE(downhill::build("signsgd", params)->needs_hessian_vector_products());
 }
 
@@ -418,7 +425,7 @@ TEST(UserRuleState, InitialValueSetsTheStartingState) {
     expect_values(x, {0.5 - 0.12, -0.5 + 0.2 / std::sqrt(2.0)}, 1e-15, "x");
   }
   // Without initial_value, state starts at zero.
-  auto lion = downhill::build("lion", {{"x", torch::ones({2})}});
+  auto lion = downhill::build("my_lion", {{"x", torch::ones({2})}});
   expect_values(state_named(*lion, "x.m"), {0.0, 0.0}, 0.0, "x.m");
 }
 

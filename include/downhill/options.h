@@ -43,6 +43,7 @@ class Options {
 #define DOWNHILL_CORE_ACCESSORS(Type, name, ...)                 \
   Options& name(Type value) {                                    \
     values_[detail::core::name].emplace<Type>(std::move(value)); \
+    given_[detail::core::name] = true;                           \
     return *this;                                                \
   }                                                              \
   const Type& name() const noexcept { return std::get<Type>(values_[detail::core::name]); }
@@ -127,6 +128,11 @@ class Options {
   }
   /// The value of setting `id` (its default unless it was set).
   const SettingValue& value(SettingId id) const;
+  /// Whether setting `id` (or the one named `name`) was given a value — by its setter, by
+  /// name, or by an algorithm's own defaults (build("adamw")) — rather than left at the
+  /// table's default.
+  bool is_set(SettingId id) const noexcept { return id < given_.size() && given_[id]; }
+  bool is_set(std::string_view name) const { return is_set(id_of(name)); }
 
   /// Whether the optimizer trains data-parallel: distributed(true) or a process_group.
   bool data_parallel() const noexcept { return distributed() || process_group() != nullptr; }
@@ -147,6 +153,7 @@ class Options {
   // One value per declared setting, by id; settings declared after this Options was made
   // (a rule registered later) read their default until set.
   std::vector<SettingValue> values_;
+  std::vector<bool> given_;  // by id: set rather than default (is_set)
 };
 
 template <typename T>

@@ -20,7 +20,7 @@
 //       return u;
 //     }
 //   };
-//   downhill::register_rule<Lion>();  // build("lion", ...) now finds it
+//   downhill::register_rule<Lion>("my_lion");  // build("my_lion", ...) now finds it
 //
 // The body receives the clipped gradient g and the parameter's state (read before, written
 // after), and returns the update u; momentum then applies it (p ← p − u without momentum).

@@ -1,5 +1,6 @@
 // Adam: m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
-// u = lr·(m / (1−β₁ᵗ)) / (sqrt(v / (1−β₂ᵗ)) + ε), with β from half-lives.
+// u = lr·(m / (1−β₁ᵗ)) / (sqrt(v / (1−β₂ᵗ)) + ε), with β from half-lives. AdamW: the same
+// rule with PyTorch's AdamW defaults.
 #include <cmath>
 #include <limits>
 
@@ -68,8 +69,25 @@ struct Adam {
   }
 };
 
+// AdamW: Adam's rule (weight decay is always decoupled here), named as PyTorch names it and
+// with torch.optim.AdamW's defaults for what the user leaves unset.
+template <typename V>
+struct AdamW : Adam<V> {
+  static constexpr const char* name = "AdamW";
+  using Adam<V>::Adam;
+};
+
+void adamw_defaults(Options& options) {
+  default_to(options, "learning_rate", 1e-3);
+  if (!options.is_set("beta1_halflife")) options.beta1(0.9);
+  if (!options.is_set("beta2_halflife")) options.beta2(0.999);
+  default_to(options, "rms_regularizer", 1e-8);
+  default_to(options, "weight_decay", 1e-2);
+}
+
 }  // namespace
 
 DOWNHILL_DEFINE_BUILTIN(adam, Adam)
+DOWNHILL_DEFINE_BUILTIN_WITH_DEFAULTS(adamw, AdamW, adamw_defaults)
 
 }  // namespace downhill::detail

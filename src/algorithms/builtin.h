@@ -10,17 +10,19 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 /// X(id) for every built-in algorithm, in the order tests and docs list them.
 #define DOWNHILL_BUILTIN_ALGORITHMS(X) \
-  X(sgd) X(nag) X(rprop) X(rmsprop) X(adagrad) X(adadelta) X(esgd) X(adam)
+  X(sgd) X(nag) X(rprop) X(rmsprop) X(adagrad) X(adadelta) X(esgd) X(adam) X(adamw) X(lion)
 
 namespace downhill::detail {
 
 #define DOWNHILL_DECLARE_BUILTIN(id)              \
   std::unique_ptr<UpdateRule> make_##id##_rule(); \
-  void declare_##id##_settings();
+  void declare_##id##_settings();                 \
+  Options with_##id##_defaults(Options options);
 DOWNHILL_BUILTIN_ALGORITHMS(DOWNHILL_DECLARE_BUILTIN)
 #undef DOWNHILL_DECLARE_BUILTIN
 
@@ -96,10 +98,26 @@ inline void unless_weight_below_one(const char* rule, const char* name, double h
 
 }  // namespace refuse
 
-/// Defines make_<id>_rule() and declare_<id>_settings() (its hyperparameters into the settings
-/// table) for the rule template `Rule`, in the rule's file.
-#define DOWNHILL_DEFINE_BUILTIN(id, Rule)                                                         \
+/// Defines make_<id>_rule(), declare_<id>_settings() (its hyperparameters into the settings
+/// table) and with_<id>_defaults() (the options as given) for the rule template `Rule`, in the
+/// rule's file.
+#define DOWNHILL_DEFINE_BUILTIN(id, Rule) \
+  DOWNHILL_DEFINE_BUILTIN_WITH_DEFAULTS(id, Rule, [](Options&) {})
+
+/// As DOWNHILL_DEFINE_BUILTIN, for an algorithm with defaults of its own: `defaults`, a
+/// callable on Options&, gives the settings the user left unset the algorithm's values
+/// (with default_to), as build("adamw") takes PyTorch's AdamW defaults.
+#define DOWNHILL_DEFINE_BUILTIN_WITH_DEFAULTS(id, Rule, defaults)                                 \
   std::unique_ptr<UpdateRule> make_##id##_rule() { return std::make_unique<RuleRunner<Rule>>(); } \
-  void declare_##id##_settings() { declare_rule_settings<Rule>(); }
+  void declare_##id##_settings() { declare_rule_settings<Rule>(); }                               \
+  Options with_##id##_defaults(Options options) {                                                 \
+    (defaults)(options);                                                                          \
+    return options;                                                                               \
+  }
+
+/// Sets `name` to `value` unless the options were given a value for it.
+inline void default_to(Options& options, std::string_view name, double value) {
+  if (!options.is_set(name)) options.set(name, value);
+}
 
 }  // namespace downhill::detail
