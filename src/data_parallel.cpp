@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <variant>
 
+#include "log_pattern.h"
 #include "loop_state.h"
 #include "settings_table.h"
 #include "text.h"
@@ -91,9 +92,10 @@ std::unique_ptr<DataParallel> DataParallel::join(UpdateEngine& engine) {
   comm.check_same(optimizer_lines(engine), "optimizers");
   auto values = engine.params().tensors();
   comm.broadcast(values);
-  // One rank speaks for the group; the others only warn.
-  if (comm.rank() != 0 && logger()->level() < spdlog::level::warn) {
-    logger()->set_level(spdlog::level::warn);
+  // One rank speaks for the group; the others only warn, and say which rank they are.
+  if (comm.rank() != 0) {
+    if (logger()->level() < spdlog::level::warn) logger()->set_level(spdlog::level::warn);
+    tag_rank(comm.rank());
   }
   return parallel;
 }

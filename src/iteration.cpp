@@ -21,6 +21,7 @@
 #include "loop_state.h"
 #include "rank_group.h"
 #include "run_parts.h"
+#include "text.h"
 #include "update_engine.h"
 #include "weighted_mean.h"
 
@@ -48,14 +49,50 @@ const Monitors& no_monitors() {
   }
 }
 
+// "name = value" as the settings log writes it: Adam's half-lives as the β a PyTorch user
+// gives (Options::beta1(0.9) logs "beta1 = 0.9"), when β in 6 digits is exactly the half-life.
+std::string logged_setting(const Options& options, const std::string& name,
+                           const std::string& value) {
+  const bool first = name == "beta1_halflife";
+  if (!first && name != "beta2_halflife") return name + " = " + value;
+  const std::string beta = detail::format_number(first ? options.beta1() : options.beta2());
+  Options given;
+  try {
+    first ? given.beta1(std::stod(beta)) : given.beta2(std::stod(beta));
+  } catch (const std::exception&) {
+    return name + " = " + value;  // a β that rounds to 0 or 1 in 6 digits
+  }
+  const bool exact = first ? given.beta1_halflife() == options.beta1_halflife()
+                           : given.beta2_halflife() == options.beta2_halflife();
+  return exact ? (first ? "beta1 = " : "beta2 = ") + beta : name + " = " + value;
+}
+
+// The value of the watched monitor (Options::monitor) in `validation`; std::invalid_argument
+// naming the monitors it has otherwise.
+double watched_value(const Monitors& validation, const Options& options) {
+  if (validation.contains(options.monitor())) return validation.at(options.monitor());
+  std::string known;
+  for (const auto& [name, value] : validation) known += (known.empty() ? "" : ", ") + name;
+  throw std::invalid_argument("downhill: setting monitor = '" + options.monitor() +
+                              "' names no validation monitor; the validation has: " + known);
+}
+
+// Whether `value` improves on `best` by more than min_improvement of |best|, in the direction
+// monitor_mode says is better.
+bool improves(double best, double value, const Options& options) {
+  const double gain = options.monitor_mode() == "max" ? value - best : best - value;
+  return gain > std::abs(best) * options.min_improvement();
+}
+
 // Every setting at debug level; at info, one line with those that differ from the defaults.
 void log_settings(spdlog::logger& log, const std::string& algorithm, const Options& options) {
   const auto defaults = Options().settings();
   std::string changed;
   for (const auto& [name, value] : options.settings()) {
-    log.debug("setting {} = {}", name, value);
+    const std::string shown = logged_setting(options, name, value);
+    log.debug("setting {}", shown);
     const auto same = std::find(defaults.begin(), defaults.end(), std::pair(name, value));
-    if (same == defaults.end()) changed += (changed.empty() ? "" : ", ") + name + " = " + value;
+    if (same == defaults.end()) changed += (changed.empty() ? "" : ", ") + shown;
   }
   log.info("{} settings: {}", algorithm,
            changed.empty() ? "the defaults" : changed + ", the others default");
@@ -85,6 +122,14 @@ struct Iteration::Impl {
   void start_run();
   // Evaluates the validation data and keeps the parameters when they are the best so far.
   void validate(bool closing);
+  // A resumed run compares with the best validation's value of the monitor it watches now
+  // (the checkpoint keeps the best validation's every monitor).
+  void rewatch_best();
+  // "resumed from WHERE: ..." — where the run stands after a load.
+  void log_resumed(const std::string& where) const;
+  // Options::batch_size sizes only the batches of the datasets minimize() makes: a warning
+  // when it was set and the run's dataset batches otherwise.
+  void warn_of_unused_batch_size() const;
   // Trains the rest of the pass; returns its monitors. A stop asked inside the pass leaves
   // it where it stands (its progress is kept for the checkpoint) and returns nothing.
   Monitors train_pass();
@@ -171,21 +216,35 @@ void Iteration::Impl::start_run() {
   const Options planned = engine.planned_options();
   if (ranks.writes_files()) detail::CheckpointWriter::check_folder(planned.checkpoint());
   resumed = ranks.unanimous(loop.resume_pending(), "a checkpoint loaded by hand");
-  if (!resumed) {
-    bool found = planned.resume() && std::filesystem::exists(planned.checkpoint());
-    if (planned.resume()) {
+  if (resumed) {
+    log_resumed("the checkpoint loaded by load_checkpoint");
+  } else {
+    const bool resuming = planned.resume() || planned.resume_required();
+    bool found = resuming && std::filesystem::exists(planned.checkpoint());
+    if (resuming) {
       found = ranks.unanimous(found, "the checkpoint '" + planned.checkpoint() + "' exists");
     }
     if (found) {
       detail::load_checkpoint(planned.checkpoint(), engine, loop, &train, valid);
       resumed = true;
+      log_resumed("'" + planned.checkpoint() + "'");
+    } else if (planned.resume_required()) {
+      throw std::invalid_argument("downhill: resume_required(true): there is no checkpoint '" +
+                                  planned.checkpoint() +
+                                  "' to resume (is the path right?); use resume(true) to "
+                                  "start afresh when it does not exist yet");
     } else {
+      if (resuming) {
+        log->info("no checkpoint '{}' to resume yet: starting afresh", planned.checkpoint());
+      }
       loop.start_afresh();
     }
   }
   loop.resume_datasets(train, valid);
   ranks.start_run(train, valid);
   engine.apply_run_settings();
+  if (resumed) rewatch_best();
+  warn_of_unused_batch_size();
   auto& counters = loop.counters;
   counters.stop = StopReason::kNotStopped;
   counters.stop_detail.clear();
@@ -203,13 +262,12 @@ void Iteration::Impl::validate(bool closing) {
   auto& counters = loop.counters;
   const Monitors validation = optimizer.evaluate(valid ? *valid : train);
   ++counters.validations;
-  const double value = validation.at("loss");
-  // A non-finite loss never improves nor stands as the best; until a finite one is seen
-  // (best_validation 0), any finite loss improves.
-  const bool improved = std::isfinite(value) &&
-                        (counters.best_validation == 0 ||
-                         counters.best_loss - value >
-                             std::abs(counters.best_loss) * optimizer.options().min_improvement());
+  const double value = watched_value(validation, optimizer.options());
+  // A non-finite value never improves nor stands as the best; until a finite one is seen
+  // (best_validation 0), any finite value improves.
+  const bool improved =
+      std::isfinite(value) &&
+      (counters.best_validation == 0 || improves(counters.best_loss, value, optimizer.options()));
   if (improved) {
     counters.best_loss = value;
     counters.best_validation = counters.validations;
@@ -220,6 +278,43 @@ void Iteration::Impl::validate(bool closing) {
   counters.last_validation = validation;
   if (closing) update_seconds();  // the closing record's time
   notify(&Callback::on_validation, validation, improved, closing);
+}
+
+void Iteration::Impl::rewatch_best() {
+  auto& counters = loop.counters;
+  if (counters.best_validation == 0) return;
+  const auto& options = optimizer.options();
+  // A checkpoint of format 1 kept only the best loss.
+  if (counters.best_monitors.empty() && options.monitor() == "loss") return;
+  counters.best_loss = watched_value(counters.best_monitors, options);
+}
+
+void Iteration::Impl::log_resumed(const std::string& where) const {
+  const auto& counters = loop.counters;
+  const std::string best = counters.best_validation == 0
+                               ? "no finite validation yet"
+                               : "the best: validation " +
+                                     std::to_string(counters.best_validation) + ", after pass " +
+                                     std::to_string(counters.best_pass);
+  log->info("resumed from {}: {} passes and {} updates done{}, {} validations ({})", where,
+            counters.passes, engine.update_count(),
+            counters.pass.steps > 0 ? " and " + std::to_string(counters.pass.steps) +
+                                          " batches of pass " + std::to_string(counters.passes + 1)
+                                    : std::string(),
+            counters.validations, best);
+}
+
+void Iteration::Impl::warn_of_unused_batch_size() const {
+  const auto& options = optimizer.options();
+  if (!options.is_set("batch_size") || train.slice_count() == 0 ||
+      train.options().batch_size() == options.batch_size()) {
+    return;
+  }
+  log->warn(
+      "{}: Options::batch_size = {} does nothing here: the dataset '{}' has batch_size {} "
+      "(DatasetOptions::batch_size); Options::batch_size sizes only the batches of the "
+      "datasets minimize(loss, params, tensors) makes",
+      optimizer.name(), options.batch_size(), train.name(), train.options().batch_size());
 }
 
 Monitors Iteration::Impl::train_pass() {

@@ -17,7 +17,7 @@
 //            the end of pass N), schedule0=F / schedule1=F (rank 0's or rank 1's
 //            learning_rate_schedule is the constant F), leave_at=N with then=step|evaluate
 //            (rank 1 leaves the loop after pass N and calls step() on a training batch, or
-//            evaluate() on the validation set).
+//            evaluate() on the validation set), log=warn (downhill's warnings are logged too).
 // It prints "pass N" to stdout after each pass, flushed (for the Ctrl-C test).
 // On an exception it writes "error: WHAT" to OUT_FILE, and exits with 3.
 #include <downhill/distributed.h>
@@ -192,7 +192,10 @@ int main(int argc, char** argv) {
     const auto eq = arg.find('=');
     settings[arg.substr(0, eq)] = eq == std::string::npos ? "" : arg.substr(eq + 1);
   }
-  const downhill::testing::ScopedLogLevel quiet(spdlog::level::err);
+  // Errors only, or warnings too with log=warn.
+  const downhill::testing::ScopedLogLevel quiet(settings.count("log") && settings["log"] == "warn"
+                                                    ? spdlog::level::warn
+                                                    : spdlog::level::err);
   torch::manual_seed(7);
   try {
     if (scenario == "train") return train(algo, out_file, settings);

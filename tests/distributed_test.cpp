@@ -275,6 +275,22 @@ TEST(Distributed, ANonFiniteLossOnOneRankSkipsTheUpdateOnEveryRank) {
   EXPECT_NE(ranks[0].find("updates 17"), std::string::npos) << ranks[0];
 }
 
+TEST(Distributed, LinesOfRanksOtherThan0SayTheirRank) {
+  TemporaryFolder folder("dist_rank_lines");
+  const int port = free_port();
+  std::vector<Rank> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.push_back(
+        start(folder, "ranks", r, 2, port, {"train", "sgd", "passes=1", "nan_at=3", "log=warn"}));
+  }
+  ASSERT_TRUE(wait_all(ranks, std::chrono::seconds(90)));
+  // Both ranks warn of the skipped update; rank 1's line says whose it is, rank 0's does not.
+  const auto zero = read_file(ranks[0].log), one = read_file(ranks[1].log);
+  EXPECT_NE(one.find(" [rank 1] SGD: non-finite loss on 1 of 2 ranks"), std::string::npos) << one;
+  EXPECT_NE(zero.find("SGD: non-finite loss on 1 of 2 ranks"), std::string::npos) << zero;
+  EXPECT_EQ(zero.find("[rank"), std::string::npos) << zero;
+}
+
 TEST(Distributed, MismatchedParametersAreAClearErrorOnEveryRank) {
   TemporaryFolder folder("dist_mismatch");
   const auto ranks = run(folder, "ranks", 2, {"train", "sgd", "shape=odd"}, 3);

@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -23,7 +24,7 @@ namespace {
 
 using downhill::testing::LogCapture;
 
-constexpr size_t kSettingCount = 40;  // the settings of options.h
+constexpr size_t kSettingCount = 43;  // the settings of options.h
 
 // The captured lines ("LEVEL message"), split into the "setting ..." lines (debug), the
 // "NAME settings: ..." summary (info) and the others.
@@ -246,6 +247,42 @@ TEST(LogLines, MinimizeWithoutParamsListsTheOnesItFound) {
                               "info best: validation 2, after pass 1: loss=2.500000",
                           }));
   EXPECT_EQ(capture.text().rfind("info found 2 parameters", 0), 0u);
+}
+
+}  // namespace
+
+namespace {
+
+// log_to: downhill's lines in its own format ("HH:MM:SS text") on any stream, in one call.
+TEST(LogTo, SendsTheLinesToAStreamInDownhillsFormat) {
+  const auto saved_sinks = downhill::logger()->sinks();
+  const auto saved_level = downhill::logger()->level();
+  std::ostringstream out;
+  downhill::log_to(out);
+  downhill::logger()->set_level(spdlog::level::info);
+  auto x = torch::full({1}, 0.5, torch::dtype(torch::kFloat64).requires_grad(true));
+  auto loss = [&](const downhill::Batch&) -> downhill::Evaluation {
+    return (x - 2).square().sum();
+  };
+  downhill::minimize(loss, {{"x", x}}, downhill::Batch{},
+                     downhill::Options().algo("sgd").learning_rate(0.1).max_updates(1));
+  downhill::logger()->sinks() = saved_sinks;
+  downhill::logger()->set_level(saved_level);
+  std::istringstream lines(out.str());
+  int count = 0;
+  for (std::string line; std::getline(lines, line); ++count) {
+    // "12:34:56 " then the text: two digits, a colon, two digits, a colon, two digits.
+    ASSERT_GE(line.size(), 9u) << line;
+    for (const size_t digit : {0, 1, 3, 4, 6, 7}) {
+      EXPECT_TRUE(std::isdigit(static_cast<unsigned char>(line[digit]))) << line;
+    }
+    EXPECT_EQ(line[2], ':') << line;
+    EXPECT_EQ(line[5], ':') << line;
+    EXPECT_EQ(line[8], ' ') << line;
+  }
+  EXPECT_GE(count, 4);
+  EXPECT_NE(out.str().find(" SGD settings: algo = sgd, learning_rate = 0.1"), std::string::npos)
+      << out.str();
 }
 
 }  // namespace

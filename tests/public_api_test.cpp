@@ -135,6 +135,8 @@ const std::vector<std::string> kSettingNames = {"algo",
                                                 "patience",
                                                 "validate_every",
                                                 "min_improvement",
+                                                "monitor",
+                                                "monitor_mode",
                                                 "plateau_patience",
                                                 "plateau_factor",
                                                 "plateau_min_learning_rate",
@@ -148,6 +150,7 @@ const std::vector<std::string> kSettingNames = {"algo",
                                                 "checkpoint",
                                                 "checkpoint_every",
                                                 "resume",
+                                                "resume_required",
                                                 "history",
                                                 "distributed",
                                                 "distributed_timeout",
@@ -164,7 +167,7 @@ std::string value_of(const std::vector<std::pair<std::string, std::string>>& set
 
 TEST(PublicOptions, SettingsListsEveryNameInDeclarationOrder) {
   const auto settings = downhill::Options().settings();
-  ASSERT_EQ(settings.size(), 40u);
+  ASSERT_EQ(settings.size(), 43u);
   std::vector<std::string> names;
   for (const auto& [name, value] : settings) names.push_back(name);
   EXPECT_EQ(names, kSettingNames);
@@ -211,7 +214,7 @@ TEST(PublicOptions, SettingsGiveTheValuesSet) {
                             .checkpoint("run.ckpt")
                             .resume(true)
                             .settings();
-  ASSERT_EQ(settings.size(), 40u);
+  ASSERT_EQ(settings.size(), 43u);
   const std::vector<std::pair<std::string, std::string>> expected_head = {
       {"algo", "adam"}, {"learning_rate", "0.5"}, {"momentum", "0.25"}, {"nesterov", "true"}};
   EXPECT_EQ(std::vector(settings.begin(), settings.begin() + 4), expected_head);
@@ -220,11 +223,11 @@ TEST(PublicOptions, SettingsGiveTheValuesSet) {
   EXPECT_EQ(value_of(settings, "patience"), "2");
   EXPECT_EQ(value_of(settings, "monitor_gradients"), "true");
   EXPECT_EQ(value_of(settings, "batch_size"), "-1");
-  EXPECT_EQ(settings[29], (std::pair<std::string, std::string>{"max_updates", "7"}));
-  EXPECT_EQ(settings[30], (std::pair<std::string, std::string>{"train_batches", "3"}));
-  EXPECT_EQ(settings[31], (std::pair<std::string, std::string>{"valid_batches", "unset"}));
-  EXPECT_EQ(settings[33], (std::pair<std::string, std::string>{"checkpoint", "run.ckpt"}));
-  EXPECT_EQ(settings[35], (std::pair<std::string, std::string>{"resume", "true"}));
+  EXPECT_EQ(settings[31], (std::pair<std::string, std::string>{"max_updates", "7"}));
+  EXPECT_EQ(settings[32], (std::pair<std::string, std::string>{"train_batches", "3"}));
+  EXPECT_EQ(settings[33], (std::pair<std::string, std::string>{"valid_batches", "unset"}));
+  EXPECT_EQ(settings[35], (std::pair<std::string, std::string>{"checkpoint", "run.ckpt"}));
+  EXPECT_EQ(settings[37], (std::pair<std::string, std::string>{"resume", "true"}));
 }
 
 TEST(PublicOptions, ToStringOfEachHvMethod) {

@@ -47,7 +47,13 @@
   X(int64_t, validate_every, 10, kLoop, checks::integer_at_least(1), false, true,                  \
     "Validate every this many passes; >= 1.")                                                      \
   X(double, min_improvement, 0.0, kLoop, checks::non_negative(), false, true,                      \
-    "Relative improvement of the validation loss that counts as progress; >= 0.")                  \
+    "Relative improvement of the watched validation monitor (monitor) that counts as progress; "   \
+    ">= 0.")                                                                                       \
+  X(std::string, monitor, "loss", kLoop, names_a_monitor(), false, true,                           \
+    "The validation monitor that decides improvement: the best parameters, patience and "          \
+    "reduce on plateau (Lightning's EarlyStopping(monitor=...)).")                                 \
+  X(std::string, monitor_mode, "min", kLoop, min_or_max(), false, true,                            \
+    "\"min\": lower values of monitor are better; \"max\": higher ones (accuracy).")                \
   X(int64_t, plateau_patience, 0, kLoop, checks::integer_at_least(0), false, true,                 \
     "Reduce on plateau: after this many validations without improvement, multiply the "            \
     "learning rate by plateau_factor; 0 = off.")                                                   \
@@ -79,6 +85,9 @@
     "Write the checkpoint every this many passes (and when the loop stops); >= 1.")                \
   X(bool, resume, false, kRun, resume_needs_checkpoint(), false, true,                             \
     "Continue from the checkpoint file, if it exists, when the loop starts.")                      \
+  X(bool, resume_required, false, kRun, resume_needs_checkpoint(), false, true,                    \
+    "Continue from the checkpoint file, which must exist: a missing one is an error (a path "     \
+    "typo), not a fresh start.")                                                                   \
   X(std::string, history, "", kRun, {}, false, true,                                               \
     "File the loop writes one JSON object per line to, for each pass (empty: none).")             \
   /* --- Data parallel (docs/guide.md, "Scaling out") --- */                                      \
