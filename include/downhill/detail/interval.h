@@ -77,10 +77,25 @@ class Interval {
   bool ok_ = true;
 };
 
+template <typename>
+inline constexpr bool kNeverTrue = false;
+
 /// Whether a comparison of intervals can be true, and whether it can be false.
 struct IntervalCondition {
   bool can_be_true = true;
   bool can_be_false = true;
+  /// A rule body that branches on a value (`if (g > 0)`, `g > 0 ? a : b`, `&&`) cannot run on
+  /// ranges, where a comparison may be both true and false: this turns the long overload error
+  /// into one line that says what to write instead.
+  template <typename B>
+  requires std::is_same_v<B, bool>
+  operator B() const {
+    static_assert(kNeverTrue<B>,
+                  "downhill: a rule body must not branch on a value (if, ?:, &&, ||): write "
+                  "downhill::lanes::select(condition, if_true, if_false), or declare "
+                  "`static constexpr bool kBounded = false;` in the rule (downhill/rule.h)");
+    return false;
+  }
 };
 
 template <typename T>
