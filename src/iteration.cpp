@@ -89,7 +89,7 @@ struct Iteration::Impl {
   // it where it stands (its progress is kept for the checkpoint) and returns nothing.
   Monitors train_pass();
   // The run stops by itself: the callbacks' on_stop (the checkpoint), the closing validation
-  // of a max_updates stop, the best parameters back, the closing lines, on_run_end.
+  // of a max_passes stop, the best parameters back, the closing lines, on_run_end.
   // Throws DivergenceError after a divergence.
   bool end_run();
   // Records why the run stopped and says so, with the best validation.
@@ -259,7 +259,7 @@ Monitors Iteration::Impl::train_pass() {
 bool Iteration::Impl::end_run() {
   const StopReason reason = callbacks.stop();
   notify(&Callback::on_stop, no_monitors());
-  if (reason == StopReason::kMaxUpdates) {
+  if (reason == StopReason::kMaxPasses) {
     // Validations run before a pass, so the final parameters were never validated:
     // validate once more, so that the best can be them. The checkpoint was written first
     // (on_stop), so that a resumed run continues the run as it stood.
@@ -317,8 +317,8 @@ bool Iteration::Impl::advance() {
     log_settings(*log, optimizer.name(), options);
     agree_on_stop();
   }
-  if (options.max_updates() && counters.passes >= *options.max_updates()) {
-    callbacks.request(StopReason::kMaxUpdates);
+  if (options.max_passes() && counters.passes >= *options.max_passes()) {
+    callbacks.request(StopReason::kMaxPasses);
   }
   if (callbacks.stopping()) return end_run();
   // A run resumed inside a pass validated before that pass already.

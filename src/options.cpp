@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "settings_table.h"
 #include "text.h"
@@ -90,8 +92,10 @@ SettingId Options::id_of(std::string_view name) {
   std::string closest;
   size_t best = name.size();
   std::string known;
-  for (const SettingId id : setting_ids()) {
-    const auto& candidate = setting_spec(id).name;
+  std::vector<std::string> candidates;
+  for (const SettingId id : setting_ids()) candidates.push_back(setting_spec(id).name);
+  for (const auto& [alias, id] : detail::setting_aliases()) candidates.push_back(alias);
+  for (const auto& candidate : candidates) {
     known += (known.empty() ? "" : ", ") + candidate;
     const size_t distance = edit_distance(detail::to_lower(name), candidate);
     if (distance < best && distance <= std::max<size_t>(2, candidate.size() / 3)) {
@@ -107,8 +111,9 @@ SettingId Options::id_of(std::string_view name) {
 }
 
 void Options::wrong_type(std::string_view name) {
-  const auto& spec = setting_spec(id_of(name));
-  throw std::invalid_argument("downhill: setting " + spec.name + " holds " +
+  const SettingId id = id_of(name);
+  const auto& spec = setting_spec(id);
+  throw std::invalid_argument("downhill: setting " + detail::setting_label(id) + " holds " +
                               detail::setting_type_name(spec.default_value) +
                               ", not the type asked for");
 }
@@ -120,7 +125,7 @@ Options& Options::set_value(std::string_view name, SettingValue value) {
   if (!fitted) {
     const std::string allowed = spec.choices.empty() ? detail::setting_type_name(spec.default_value)
                                                      : "one of " + choices_text(spec);
-    throw std::invalid_argument("downhill: setting " + spec.name + " cannot take " +
+    throw std::invalid_argument("downhill: setting " + detail::setting_label(id) + " cannot take " +
                                 (std::holds_alternative<std::string>(value)
                                      ? "'" + std::get<std::string>(value) + "'"
                                      : detail::setting_text(spec, value)) +
@@ -212,7 +217,7 @@ void Options::validate() const {
     const auto& held = value(id);
     const std::string allowed = spec.check(held, *this);
     if (allowed.empty()) continue;
-    throw std::invalid_argument("downhill: setting " + spec.name + " = " +
+    throw std::invalid_argument("downhill: setting " + detail::setting_label(id) + " = " +
                                 detail::setting_text(spec, held) +
                                 " is invalid; allowed: " + allowed);
   }

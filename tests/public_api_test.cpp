@@ -141,7 +141,7 @@ const std::vector<std::string> kSettingNames = {"algo",
                                                 "plateau_cooldown",
                                                 "monitor_gradients",
                                                 "batch_size",
-                                                "max_updates",
+                                                "max_passes",
                                                 "train_batches",
                                                 "valid_batches",
                                                 "max_nonfinite",
@@ -189,7 +189,7 @@ TEST(PublicOptions, SettingsGiveTheDefaultValues) {
   EXPECT_EQ(value_of(settings, "patience"), "5");
   EXPECT_EQ(value_of(settings, "validate_every"), "10");
   EXPECT_EQ(value_of(settings, "batch_size"), "32");
-  EXPECT_EQ(value_of(settings, "max_updates"), "unset");
+  EXPECT_EQ(value_of(settings, "max_passes"), "unset");
   EXPECT_EQ(value_of(settings, "valid_batches"), "unset");
   EXPECT_EQ(value_of(settings, "max_nonfinite"), "10");
   EXPECT_EQ(value_of(settings, "checkpoint_every"), "1");
@@ -220,7 +220,8 @@ TEST(PublicOptions, SettingsGiveTheValuesSet) {
   EXPECT_EQ(value_of(settings, "patience"), "2");
   EXPECT_EQ(value_of(settings, "monitor_gradients"), "true");
   EXPECT_EQ(value_of(settings, "batch_size"), "-1");
-  EXPECT_EQ(settings[29], (std::pair<std::string, std::string>{"max_updates", "7"}));
+  // max_updates is the seed's name for max_passes, listed under its own name.
+  EXPECT_EQ(settings[29], (std::pair<std::string, std::string>{"max_passes", "7"}));
   EXPECT_EQ(settings[30], (std::pair<std::string, std::string>{"train_batches", "3"}));
   EXPECT_EQ(settings[31], (std::pair<std::string, std::string>{"valid_batches", "unset"}));
   EXPECT_EQ(settings[33], (std::pair<std::string, std::string>{"checkpoint", "run.ckpt"}));
