@@ -89,7 +89,7 @@ struct Iteration::Impl {
   // it where it stands (its progress is kept for the checkpoint) and returns nothing.
   Monitors train_pass();
   // The run stops by itself: the callbacks' on_stop (the checkpoint), the closing validation
-  // of a max_passes stop, the best parameters back, the closing lines, on_run_end.
+  // of a max_passes or max_steps stop, the best parameters back, the closing lines, on_run_end.
   // Throws DivergenceError after a divergence.
   bool end_run();
   // Records why the run stopped and says so, with the best validation.
@@ -100,6 +100,14 @@ struct Iteration::Impl {
       return;
     }
     optimizer.restore_best();
+  }
+  // Whether max_steps updates have been applied (update_count(), which skipped updates and
+  // batches that only fill an accumulate window leave as it was). Data-parallel, every rank
+  // has the same update_count() (the ranks agree on it at each update), so every rank reaches
+  // the limit after the same update and stops there without asking the others.
+  bool step_limit_reached() const {
+    const auto& limit = optimizer.options().max_steps();
+    return limit && optimizer.update_count() >= *limit;
   }
   void update_seconds() { loop.counters.seconds = elapsed_seconds(); }
   double elapsed_seconds() const {
@@ -243,6 +251,12 @@ Monitors Iteration::Impl::train_pass() {
     const bool skipped = !engine.last_update_applied();
     if (skipped) ++pass.skipped;
     notify(&Callback::on_update, monitors, false, false, skipped);
+    // The step limit stops the run right after the update that reaches it, inside the pass,
+    // which a checkpoint then resumes as Ctrl-C's does. Reached at the pass's last batch, the
+    // pass ends (counted and yielded) and advance() stops before the next.
+    if (b + 1 < train.iteration_size() && step_limit_reached()) {
+      callbacks.request(StopReason::kMaxSteps);
+    }
     // Ctrl-C on any rank stops every rank after the same step (the step agreed on it).
     if (loop.interrupt_requested) callbacks.request(StopReason::kInterrupted);
     if (callbacks.stopping()) return {};
@@ -259,7 +273,7 @@ Monitors Iteration::Impl::train_pass() {
 bool Iteration::Impl::end_run() {
   const StopReason reason = callbacks.stop();
   notify(&Callback::on_stop, no_monitors());
-  if (reason == StopReason::kMaxPasses) {
+  if (reason == StopReason::kMaxPasses || reason == StopReason::kMaxSteps) {
     // Validations run before a pass, so the final parameters were never validated:
     // validate once more, so that the best can be them. The checkpoint was written first
     // (on_stop), so that a resumed run continues the run as it stood.
@@ -320,6 +334,7 @@ bool Iteration::Impl::advance() {
   if (options.max_passes() && counters.passes >= *options.max_passes()) {
     callbacks.request(StopReason::kMaxPasses);
   }
+  if (step_limit_reached()) callbacks.request(StopReason::kMaxSteps);
   if (callbacks.stopping()) return end_run();
   // A run resumed inside a pass validated before that pass already.
   if (counters.passes % options.validate_every() == 0 && counters.pass.steps == 0) {

@@ -10,6 +10,8 @@ std::string_view to_string(StopReason reason) {
       return "patience";
     case StopReason::kMaxPasses:  // also kMaxUpdates, its seed's name
       return "max_passes";
+    case StopReason::kMaxSteps:
+      return "max_steps";
     case StopReason::kInterrupted:
       return "interrupted";
     case StopReason::kDiverged:

@@ -142,6 +142,7 @@ const std::vector<std::string> kSettingNames = {"algo",
                                                 "monitor_gradients",
                                                 "batch_size",
                                                 "max_passes",
+                                                "max_steps",
                                                 "train_batches",
                                                 "valid_batches",
                                                 "max_nonfinite",
@@ -164,7 +165,7 @@ std::string value_of(const std::vector<std::pair<std::string, std::string>>& set
 
 TEST(PublicOptions, SettingsListsEveryNameInDeclarationOrder) {
   const auto settings = downhill::Options().settings();
-  ASSERT_EQ(settings.size(), 40u);
+  ASSERT_EQ(settings.size(), 41u);
   std::vector<std::string> names;
   for (const auto& [name, value] : settings) names.push_back(name);
   EXPECT_EQ(names, kSettingNames);
@@ -190,6 +191,7 @@ TEST(PublicOptions, SettingsGiveTheDefaultValues) {
   EXPECT_EQ(value_of(settings, "validate_every"), "10");
   EXPECT_EQ(value_of(settings, "batch_size"), "32");
   EXPECT_EQ(value_of(settings, "max_passes"), "unset");
+  EXPECT_EQ(value_of(settings, "max_steps"), "unset");
   EXPECT_EQ(value_of(settings, "valid_batches"), "unset");
   EXPECT_EQ(value_of(settings, "max_nonfinite"), "10");
   EXPECT_EQ(value_of(settings, "checkpoint_every"), "1");
@@ -211,7 +213,7 @@ TEST(PublicOptions, SettingsGiveTheValuesSet) {
                             .checkpoint("run.ckpt")
                             .resume(true)
                             .settings();
-  ASSERT_EQ(settings.size(), 40u);
+  ASSERT_EQ(settings.size(), 41u);
   const std::vector<std::pair<std::string, std::string>> expected_head = {
       {"algo", "adam"}, {"learning_rate", "0.5"}, {"momentum", "0.25"}, {"nesterov", "true"}};
   EXPECT_EQ(std::vector(settings.begin(), settings.begin() + 4), expected_head);
@@ -222,10 +224,11 @@ TEST(PublicOptions, SettingsGiveTheValuesSet) {
   EXPECT_EQ(value_of(settings, "batch_size"), "-1");
   // max_updates is the seed's name for max_passes, listed under its own name.
   EXPECT_EQ(settings[29], (std::pair<std::string, std::string>{"max_passes", "7"}));
-  EXPECT_EQ(settings[30], (std::pair<std::string, std::string>{"train_batches", "3"}));
-  EXPECT_EQ(settings[31], (std::pair<std::string, std::string>{"valid_batches", "unset"}));
-  EXPECT_EQ(settings[33], (std::pair<std::string, std::string>{"checkpoint", "run.ckpt"}));
-  EXPECT_EQ(settings[35], (std::pair<std::string, std::string>{"resume", "true"}));
+  EXPECT_EQ(settings[30], (std::pair<std::string, std::string>{"max_steps", "unset"}));
+  EXPECT_EQ(settings[31], (std::pair<std::string, std::string>{"train_batches", "3"}));
+  EXPECT_EQ(settings[32], (std::pair<std::string, std::string>{"valid_batches", "unset"}));
+  EXPECT_EQ(settings[34], (std::pair<std::string, std::string>{"checkpoint", "run.ckpt"}));
+  EXPECT_EQ(settings[36], (std::pair<std::string, std::string>{"resume", "true"}));
 }
 
 TEST(PublicOptions, ToStringOfEachHvMethod) {

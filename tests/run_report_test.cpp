@@ -525,6 +525,7 @@ TEST_F(RunSummaryTest, NothingIsStoppedBeforeAnyRun) {
   EXPECT_EQ(downhill::to_string(StopReason::kMaxPasses), "max_passes");
   // The seed's name of the pass limit is the same reason.
   EXPECT_EQ(StopReason::kMaxUpdates, StopReason::kMaxPasses);
+  EXPECT_EQ(downhill::to_string(StopReason::kMaxSteps), "max_steps");
   EXPECT_EQ(downhill::to_string(StopReason::kInterrupted), "interrupted");
   EXPECT_EQ(downhill::to_string(StopReason::kDiverged), "diverged");
   EXPECT_EQ(downhill::to_string(StopReason::kLeft), "left");

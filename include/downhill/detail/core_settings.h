@@ -65,6 +65,9 @@
     "Mini-batch size used when minimize() wraps tensors in a Dataset; <= 0 = one batch.")          \
   X(std::optional<int64_t>, max_passes, std::nullopt, kLoop, checks::integer_at_least(1), false,   \
     true, "Stop after this many passes (unset: no limit); >= 1. Also named max_updates.")          \
+  X(std::optional<int64_t>, max_steps, std::nullopt, kLoop, checks::integer_at_least(1), false,    \
+    true, "Stop right after the update that brings update_count() to this many, even inside a "    \
+    "pass (unset: no limit); skipped updates do not count; >= 1.")                                 \
   X(std::optional<int64_t>, train_batches, std::nullopt, kLoop, checks::integer_at_least(1),       \
     false, true, "Batches per training pass when minimize() wraps the data (unset: all); >= 1.")   \
   X(std::optional<int64_t>, valid_batches, std::nullopt, kLoop, checks::integer_at_least(1),       \
