@@ -22,6 +22,15 @@ std::string json_number(double value) {
   return text;
 }
 
+// Wall-clock seconds to the millisecond: the clock's digits beyond say nothing, and plots and
+// diffs of history files read better without them.
+std::string json_seconds(double seconds) {
+  if (!std::isfinite(seconds)) return "null";
+  char text[32];
+  std::snprintf(text, sizeof text, "%.3f", seconds);
+  return text;
+}
+
 // The length of the well-formed UTF-8 sequence at text[i] (1 to 4), or 0 when the bytes there
 // are not one (a stray continuation byte, a cut or overlong sequence, a surrogate, > U+10FFFF).
 size_t utf8_sequence(const std::string& text, size_t i) {
@@ -108,7 +117,7 @@ std::string history_line(const HistoryRecord& record) {
   std::string line = "{\"pass\": " + std::to_string(record.pass);
   if (record.closing) line += ", \"closing\": true";
   line += ", \"updates\": " + std::to_string(record.updates);
-  line += ", \"seconds\": " + json_number(record.seconds);
+  line += ", \"seconds\": " + json_seconds(record.seconds);
   line += ", \"learning_rate\": " + json_number(record.learning_rate);
   if (record.train) line += ", \"train\": " + json_monitors(*record.train);
   if (record.valid) {

@@ -67,6 +67,9 @@ std::string logged_setting(const Options& options, const std::string& name,
   return exact ? (first ? "beta1 = " : "beta2 = ") + beta : name + " = " + value;
 }
 
+// A generator dataset's batches per pass when its options set none (docs/guide.md, "Datasets").
+constexpr int64_t kGeneratorBatches = 100;
+
 // The value of the watched monitor (Options::monitor) in `validation`; std::invalid_argument
 // naming the monitors it has otherwise.
 double watched_value(const Monitors& validation, const Options& options) {
@@ -128,13 +131,14 @@ struct Iteration::Impl {
   // "resumed from WHERE: ..." — where the run stands after a load.
   void log_resumed(const std::string& where) const;
   // Options::batch_size sizes only the batches of the datasets minimize() makes: a warning
-  // when it was set and the run's dataset batches otherwise.
+  // when it was set and the run's dataset batches otherwise. And a line for a generator
+  // dataset that takes the default pass length.
   void warn_of_unused_batch_size() const;
   // Trains the rest of the pass; returns its monitors. A stop asked inside the pass leaves
   // it where it stands (its progress is kept for the checkpoint) and returns nothing.
   Monitors train_pass();
   // The run stops by itself: the callbacks' on_stop (the checkpoint), the closing validation
-  // of a max_updates stop, the best parameters back, the closing lines, on_run_end.
+  // of a max_passes or max_steps stop, the best parameters back, the closing lines, on_run_end.
   // Throws DivergenceError after a divergence.
   bool end_run();
   // Records why the run stopped and says so, with the best validation.
@@ -145,6 +149,14 @@ struct Iteration::Impl {
       return;
     }
     optimizer.restore_best();
+  }
+  // Whether max_steps updates have been applied (update_count(), which skipped updates and
+  // batches that only fill an accumulate window leave as it was). Data-parallel, every rank
+  // has the same update_count() (the ranks agree on it at each update), so every rank reaches
+  // the limit after the same update and stops there without asking the others.
+  bool step_limit_reached() const {
+    const auto& limit = optimizer.options().max_steps();
+    return limit && optimizer.update_count() >= *limit;
   }
   void update_seconds() { loop.counters.seconds = elapsed_seconds(); }
   double elapsed_seconds() const {
@@ -305,6 +317,16 @@ void Iteration::Impl::log_resumed(const std::string& where) const {
 }
 
 void Iteration::Impl::warn_of_unused_batch_size() const {
+  // A generator has no length to take a pass's from: say that the default was taken.
+  for (const Dataset* data : {&train, valid}) {
+    if (data && data->slice_count() == 0 && !data->options().iteration_size() &&
+        data->iteration_size() == kGeneratorBatches) {
+      log->info(
+          "dataset '{}' is a generator: {} batches a pass, the default "
+          "(DatasetOptions::iteration_size sets another)",
+          data->name(), data->iteration_size());
+    }
+  }
   const auto& options = optimizer.options();
   if (!options.is_set("batch_size") || train.slice_count() == 0 ||
       train.options().batch_size() == options.batch_size()) {
@@ -338,6 +360,12 @@ Monitors Iteration::Impl::train_pass() {
     const bool skipped = !engine.last_update_applied();
     if (skipped) ++pass.skipped;
     notify(&Callback::on_update, monitors, false, false, skipped);
+    // The step limit stops the run right after the update that reaches it, inside the pass,
+    // which a checkpoint then resumes as Ctrl-C's does. Reached at the pass's last batch, the
+    // pass ends (counted and yielded) and advance() stops before the next.
+    if (b + 1 < train.iteration_size() && step_limit_reached()) {
+      callbacks.request(StopReason::kMaxSteps);
+    }
     // Ctrl-C on any rank stops every rank after the same step (the step agreed on it).
     if (loop.interrupt_requested) callbacks.request(StopReason::kInterrupted);
     if (callbacks.stopping()) return {};
@@ -354,7 +382,7 @@ Monitors Iteration::Impl::train_pass() {
 bool Iteration::Impl::end_run() {
   const StopReason reason = callbacks.stop();
   notify(&Callback::on_stop, no_monitors());
-  if (reason == StopReason::kMaxUpdates) {
+  if (reason == StopReason::kMaxPasses || reason == StopReason::kMaxSteps) {
     // Validations run before a pass, so the final parameters were never validated:
     // validate once more, so that the best can be them. The checkpoint was written first
     // (on_stop), so that a resumed run continues the run as it stood.
@@ -412,9 +440,10 @@ bool Iteration::Impl::advance() {
     log_settings(*log, optimizer.name(), options);
     agree_on_stop();
   }
-  if (options.max_updates() && counters.passes >= *options.max_updates()) {
-    callbacks.request(StopReason::kMaxUpdates);
+  if (options.max_passes() && counters.passes >= *options.max_passes()) {
+    callbacks.request(StopReason::kMaxPasses);
   }
+  if (step_limit_reached()) callbacks.request(StopReason::kMaxSteps);
   if (callbacks.stopping()) return end_run();
   // A run resumed inside a pass validated before that pass already.
   if (counters.passes % options.validate_every() == 0 && counters.pass.steps == 0) {

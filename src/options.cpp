@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "settings_table.h"
 #include "text.h"
@@ -73,10 +75,9 @@ SettingId Options::id_of(std::string_view name) {
   if (const auto id = find_setting(name)) return *id;
   std::vector<std::string> names;
   std::string known;
-  for (const SettingId id : setting_ids()) {
-    names.push_back(setting_spec(id).name);
-    known += (known.empty() ? "" : ", ") + names.back();
-  }
+  for (const SettingId id : setting_ids()) names.push_back(setting_spec(id).name);
+  for (const auto& [alias, id] : detail::setting_aliases()) names.push_back(alias);
+  for (const auto& candidate : names) known += (known.empty() ? "" : ", ") + candidate;
   const std::string closest = detail::closest_name(name, names);
   throw std::invalid_argument("downhill: unknown setting '" + std::string(name) + "'" +
                               (closest.empty() ? "" : "; did you mean '" + closest + "'?") +
@@ -86,8 +87,9 @@ SettingId Options::id_of(std::string_view name) {
 }
 
 void Options::wrong_type(std::string_view name) {
-  const auto& spec = setting_spec(id_of(name));
-  throw std::invalid_argument("downhill: setting " + spec.name + " holds " +
+  const SettingId id = id_of(name);
+  const auto& spec = setting_spec(id);
+  throw std::invalid_argument("downhill: setting " + detail::setting_label(id) + " holds " +
                               detail::setting_type_name(spec.default_value) +
                               ", not the type asked for");
 }
@@ -99,7 +101,7 @@ Options& Options::set_value(std::string_view name, SettingValue value) {
   if (!fitted) {
     const std::string allowed = spec.choices.empty() ? detail::setting_type_name(spec.default_value)
                                                      : "one of " + choices_text(spec);
-    throw std::invalid_argument("downhill: setting " + spec.name + " cannot take " +
+    throw std::invalid_argument("downhill: setting " + detail::setting_label(id) + " cannot take " +
                                 (std::holds_alternative<std::string>(value)
                                      ? "'" + std::get<std::string>(value) + "'"
                                      : detail::setting_text(spec, value)) +
@@ -191,7 +193,7 @@ void Options::validate() const {
     const auto& held = value(id);
     const std::string allowed = spec.check(held, *this);
     if (allowed.empty()) continue;
-    throw std::invalid_argument("downhill: setting " + spec.name + " = " +
+    throw std::invalid_argument("downhill: setting " + detail::setting_label(id) + " = " +
                                 detail::setting_text(spec, held) +
                                 " is invalid; allowed: " + allowed);
   }

@@ -8,8 +8,10 @@ std::string_view to_string(StopReason reason) {
       return "not stopped";
     case StopReason::kPatience:
       return "patience";
-    case StopReason::kMaxUpdates:
-      return "max_updates";
+    case StopReason::kMaxPasses:  // also kMaxUpdates, its seed's name
+      return "max_passes";
+    case StopReason::kMaxSteps:
+      return "max_steps";
     case StopReason::kInterrupted:
       return "interrupted";
     case StopReason::kDiverged:

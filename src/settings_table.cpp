@@ -166,6 +166,16 @@ struct Table {
       true);
     DOWNHILL_CORE_SETTINGS(DOWNHILL_CORE_ROW)
 #undef DOWNHILL_CORE_ROW
+#define DOWNHILL_CORE_ALIAS(Type, alias, name) add_alias(#alias, detail::core::name);
+    DOWNHILL_CORE_SETTING_ALIASES(DOWNHILL_CORE_ALIAS)
+#undef DOWNHILL_CORE_ALIAS
+  }
+
+  // An alias is found by name as its setting is, so that set()/get() by either name reach the
+  // one value; it is no row of its own (settings() and the log list the setting once).
+  void add_alias(std::string alias, SettingId id) {
+    ids.emplace(alias, id);
+    aliases.emplace_back(std::move(alias), id);
   }
 
   SettingId add(SettingSpec spec, bool builtin) {
@@ -177,7 +187,8 @@ struct Table {
 
   std::mutex mutex;
   std::deque<Row> rows;  // a deque: references to rows stay valid as more are declared
-  std::unordered_map<std::string, SettingId> ids;
+  std::unordered_map<std::string, SettingId> ids;  // each row's name and each alias
+  std::vector<std::pair<std::string, SettingId>> aliases;
   bool declaring_builtins = false;
 };
 
@@ -314,6 +325,21 @@ std::string setting_text(const SettingSpec& spec, const SettingValue& value) {
         }
       },
       value);
+}
+
+std::vector<std::pair<std::string, SettingId>> setting_aliases() {
+  auto& t = table();
+  std::lock_guard<std::mutex> lock(t.mutex);
+  return t.aliases;
+}
+
+std::string setting_label(SettingId id) {
+  std::string label = setting_spec(id).name;
+  std::string others;
+  for (const auto& [alias, named] : setting_aliases()) {
+    if (named == id) others += (others.empty() ? "" : ", ") + alias;
+  }
+  return others.empty() ? label : label + " (or " + others + ")";
 }
 
 bool holds_setting_type(const SettingSpec& spec, const SettingValue& value) {

@@ -6,6 +6,8 @@
 #include <downhill/settings.h>
 
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace downhill::detail {
 
@@ -16,6 +18,14 @@ std::string setting_text(const SettingSpec& spec, const SettingValue& value);
 
 /// "a number", "an integer", ...: the type of `value`, for messages.
 std::string setting_type_name(const SettingValue& value);
+
+/// The other names of settings (DOWNHILL_CORE_SETTING_ALIASES): each alias and the id of the
+/// setting it names.
+std::vector<std::pair<std::string, SettingId>> setting_aliases();
+
+/// A setting's name for messages, with its other names: "max_passes (or max_updates)", so that
+/// a value set under an alias is recognised.
+std::string setting_label(SettingId id);
 
 /// Whether `value` holds the type of `spec`'s default.
 bool holds_setting_type(const SettingSpec& spec, const SettingValue& value);

@@ -114,9 +114,9 @@ TEST(Callbacks, HooksComeInTheLoopsOrderOverAShortRun) {
       "update step 2 updates 8",
       "update step 3 updates 9",
       "pass_end passes 3",
-      "stop max_updates",
+      "stop max_passes",
       "validation 3 passes 3 closing",
-      "run_end max_updates",
+      "run_end max_passes",
   };
   EXPECT_EQ(events, expected);
 }

@@ -121,6 +121,8 @@ int train(const std::string& algo, const std::string& out_file, const Settings& 
                      .distributed(distributed)
                      .distributed_timeout(number(settings, "timeout", 20));
   if (algo == "rmsprop" || algo == "adam") options.momentum(number(settings, "momentum", 0.5));
+  if (!text(settings, "max_steps").empty())
+    options.max_steps(std::stoll(text(settings, "max_steps")));
   if (!text(settings, "checkpoint").empty()) options.checkpoint(text(settings, "checkpoint"));
   if (text(settings, "resume") == "1") options.resume(true);
   const std::string schedule = text(settings, "schedule" + std::to_string(place.rank));

@@ -415,6 +415,26 @@ TEST(Distributed, ARankThatNeverJoinsIsAnErrorWithinTheTimeout) {
   std::cout << "[ timing ] the lone rank failed " << seconds << " s after its start\n";
 }
 
+// The step limit is decided from update_count(), which the ranks agree on at each update: every
+// rank stops after the same update, inside a pass, as one process with the global batch does.
+TEST(Distributed, MaxStepsStopsEveryRankAfterTheSameUpdate) {
+  TemporaryFolder folder("dist_max_steps");
+  // 18 slices of 4 samples over 2 ranks: 9 steps a pass; 13 updates end 4 steps into pass 2.
+  const std::vector<std::string> args{"train", "adam", "passes=5", "max_steps=13"};
+  auto with_batch = [&](int batch) {
+    auto a = args;
+    a.push_back("batch=" + std::to_string(batch));
+    return a;
+  };
+  const auto ranks = run(folder, "ranks", 2, with_batch(4));
+  const auto single = run(folder, "single", 0, with_batch(8));
+  EXPECT_EQ(ranks[1], ranks[0]);
+  EXPECT_EQ(count_passes(ranks[0]), 1) << ranks[0];
+  EXPECT_NE(ranks[0].find("stop max_steps passes 1 "), std::string::npos) << ranks[0];
+  EXPECT_NE(ranks[0].find(" updates 13\n"), std::string::npos) << ranks[0];
+  expect_close(ranks[0], single[0], 1e-12, "max_steps");
+}
+
 TEST(Distributed, CtrlCOnOneRankStopsEveryRankAtTheSameStep) {
   TemporaryFolder folder("dist_interrupt");
   const int port = free_port();

@@ -105,4 +105,26 @@ TEST(GuideRecipes, OptionsBatchSizeBesideADatasetOfOnesOwnIsWarnedOf) {
   }
 }
 
+TEST(GuideRecipes, AGeneratorTakingTheDefaultPassLengthSaysSo) {
+  auto w = torch::zeros({1}, torch::requires_grad());
+  auto loss = [&](const downhill::Batch& batch) -> downhill::Evaluation {
+    return (batch[0] * w).square().mean();
+  };
+  auto draw = [] { return downhill::Batch{torch::ones({4})}; };
+  {
+    LogCapture capture;
+    downhill::Dataset data(draw, downhill::DatasetOptions().name("drawn"));
+    downhill::build("sgd", loss, {{"w", w}}, downhill::Options().max_updates(1))->minimize(data);
+    EXPECT_THAT(capture.text(), HasSubstr("dataset 'drawn' is a generator: 100 batches a pass, "
+                                          "the default (DatasetOptions::iteration_size sets "
+                                          "another)"));
+  }
+  {
+    LogCapture capture;
+    downhill::Dataset data(draw, downhill::DatasetOptions().name("drawn").iteration_size(100));
+    downhill::build("sgd", loss, {{"w", w}}, downhill::Options().max_updates(1))->minimize(data);
+    EXPECT_EQ(capture.text().find("is a generator"), std::string::npos) << capture.text();
+  }
+}
+
 }  // namespace

@@ -24,7 +24,7 @@ namespace {
 
 using downhill::testing::LogCapture;
 
-constexpr size_t kSettingCount = 43;  // the settings of options.h
+constexpr size_t kSettingCount = 44;  // the settings of options.h
 
 // The captured lines ("LEVEL message"), split into the "setting ..." lines (debug), the
 // "NAME settings: ..." summary (info) and the others.
@@ -93,12 +93,12 @@ TEST(LogLines, ValidationPassAndPatienceLines) {
   EXPECT_EQ(lines.settings.size(), kSettingCount);
   EXPECT_TRUE(contains(lines.settings, "debug setting learning_rate = 1"));
   EXPECT_TRUE(contains(lines.settings, "debug setting patience = 1"));
-  EXPECT_TRUE(contains(lines.settings, "debug setting max_updates = 100"));
+  EXPECT_TRUE(contains(lines.settings, "debug setting max_passes = 100"));
   EXPECT_TRUE(contains(lines.settings, "debug setting momentum = 0"));
   EXPECT_EQ(capture.text().rfind("debug setting ", 0), 0u);  // the settings come first
-  EXPECT_EQ(lines.summary, (std::vector<std::string>{
-                               "info SGD settings: learning_rate = 1, patience = 1, "
-                               "validate_every = 1, max_updates = 100, the others default"}));
+  EXPECT_EQ(lines.summary,
+            (std::vector<std::string>{"info SGD settings: learning_rate = 1, patience = 1, "
+                                      "validate_every = 1, max_passes = 100, the others default"}));
   EXPECT_EQ(lines.others, (std::vector<std::string>{
                               "info validation 1 loss=5.000000 half=2.500000 *",
                               "info SGD 1 loss=0.000000 half=0.000000",
@@ -139,7 +139,7 @@ TEST(LogLines, AWorseValidationHasNoStarAndAnEqualOneNeither) {
                               "info validation 4 loss=1.000000 half=0.500000 *",
                               "info SGD 7 loss=-6.000000 half=-3.000000",
                               "info validation 5 loss=1.500000 half=0.750000",
-                              "info stopped (max_updates) after 7 passes and 7 updates",
+                              "info stopped (max_passes) after 7 passes and 7 updates",
                               "info best: validation 4, after pass 6: loss=1.000000 half=0.500000",
                           }));
 }
@@ -213,13 +213,13 @@ TEST(LogLines, EachPassLineNamesTheAlgorithm) {
     const std::string changed_algo = algo == "rmsprop" ? "" : "algo = " + algo + ", ";
     EXPECT_EQ(lines.summary,
               (std::vector<std::string>{"info " + display + " settings: " + changed_algo +
-                                        "learning_rate = 0.1, max_updates = 1, "
+                                        "learning_rate = 0.1, max_passes = 1, "
                                         "the others default"}))
         << algo;
     EXPECT_EQ(lines.others,
               (std::vector<std::string>{
                   "info validation 1 loss=2.250000 *", "info " + display + " 1 loss=2.250000",
-                  closing, "info stopped (max_updates) after 1 passes and 1 updates", best}))
+                  closing, "info stopped (max_passes) after 1 passes and 1 updates", best}))
         << algo;
   }
 }
@@ -243,7 +243,7 @@ TEST(LogLines, MinimizeWithoutParamsListsTheOnesItFound) {
                               "info SGD 1 loss=7.000000",
                               // The closing validation: a ← 1 − 0.5·2 = 0, b ← 3 − 0.5.
                               "info validation 2 loss=2.500000 *",
-                              "info stopped (max_updates) after 1 passes and 1 updates",
+                              "info stopped (max_passes) after 1 passes and 1 updates",
                               "info best: validation 2, after pass 1: loss=2.500000",
                           }));
   EXPECT_EQ(capture.text().rfind("info found 2 parameters", 0), 0u);

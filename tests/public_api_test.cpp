@@ -143,7 +143,8 @@ const std::vector<std::string> kSettingNames = {"algo",
                                                 "plateau_cooldown",
                                                 "monitor_gradients",
                                                 "batch_size",
-                                                "max_updates",
+                                                "max_passes",
+                                                "max_steps",
                                                 "train_batches",
                                                 "valid_batches",
                                                 "max_nonfinite",
@@ -167,7 +168,7 @@ std::string value_of(const std::vector<std::pair<std::string, std::string>>& set
 
 TEST(PublicOptions, SettingsListsEveryNameInDeclarationOrder) {
   const auto settings = downhill::Options().settings();
-  ASSERT_EQ(settings.size(), 43u);
+  ASSERT_EQ(settings.size(), 44u);
   std::vector<std::string> names;
   for (const auto& [name, value] : settings) names.push_back(name);
   EXPECT_EQ(names, kSettingNames);
@@ -192,7 +193,8 @@ TEST(PublicOptions, SettingsGiveTheDefaultValues) {
   EXPECT_EQ(value_of(settings, "patience"), "5");
   EXPECT_EQ(value_of(settings, "validate_every"), "10");
   EXPECT_EQ(value_of(settings, "batch_size"), "32");
-  EXPECT_EQ(value_of(settings, "max_updates"), "unset");
+  EXPECT_EQ(value_of(settings, "max_passes"), "unset");
+  EXPECT_EQ(value_of(settings, "max_steps"), "unset");
   EXPECT_EQ(value_of(settings, "valid_batches"), "unset");
   EXPECT_EQ(value_of(settings, "max_nonfinite"), "10");
   EXPECT_EQ(value_of(settings, "checkpoint_every"), "1");
@@ -214,7 +216,7 @@ TEST(PublicOptions, SettingsGiveTheValuesSet) {
                             .checkpoint("run.ckpt")
                             .resume(true)
                             .settings();
-  ASSERT_EQ(settings.size(), 43u);
+  ASSERT_EQ(settings.size(), 44u);
   const std::vector<std::pair<std::string, std::string>> expected_head = {
       {"algo", "adam"}, {"learning_rate", "0.5"}, {"momentum", "0.25"}, {"nesterov", "true"}};
   EXPECT_EQ(std::vector(settings.begin(), settings.begin() + 4), expected_head);
@@ -223,11 +225,13 @@ TEST(PublicOptions, SettingsGiveTheValuesSet) {
   EXPECT_EQ(value_of(settings, "patience"), "2");
   EXPECT_EQ(value_of(settings, "monitor_gradients"), "true");
   EXPECT_EQ(value_of(settings, "batch_size"), "-1");
-  EXPECT_EQ(settings[31], (std::pair<std::string, std::string>{"max_updates", "7"}));
-  EXPECT_EQ(settings[32], (std::pair<std::string, std::string>{"train_batches", "3"}));
-  EXPECT_EQ(settings[33], (std::pair<std::string, std::string>{"valid_batches", "unset"}));
-  EXPECT_EQ(settings[35], (std::pair<std::string, std::string>{"checkpoint", "run.ckpt"}));
-  EXPECT_EQ(settings[37], (std::pair<std::string, std::string>{"resume", "true"}));
+  // max_updates is the seed's name for max_passes, listed under its own name.
+  EXPECT_EQ(settings[31], (std::pair<std::string, std::string>{"max_passes", "7"}));
+  EXPECT_EQ(settings[32], (std::pair<std::string, std::string>{"max_steps", "unset"}));
+  EXPECT_EQ(settings[33], (std::pair<std::string, std::string>{"train_batches", "3"}));
+  EXPECT_EQ(settings[34], (std::pair<std::string, std::string>{"valid_batches", "unset"}));
+  EXPECT_EQ(settings[36], (std::pair<std::string, std::string>{"checkpoint", "run.ckpt"}));
+  EXPECT_EQ(settings[38], (std::pair<std::string, std::string>{"resume", "true"}));
 }
 
 TEST(PublicOptions, ToStringOfEachHvMethod) {

@@ -522,7 +522,10 @@ TEST_F(RunSummaryTest, NothingIsStoppedBeforeAnyRun) {
   EXPECT_EQ(problem.steps, 0);
   EXPECT_EQ(downhill::to_string(StopReason::kNotStopped), "not stopped");
   EXPECT_EQ(downhill::to_string(StopReason::kPatience), "patience");
-  EXPECT_EQ(downhill::to_string(StopReason::kMaxUpdates), "max_updates");
+  EXPECT_EQ(downhill::to_string(StopReason::kMaxPasses), "max_passes");
+  // The seed's name of the pass limit is the same reason.
+  EXPECT_EQ(StopReason::kMaxUpdates, StopReason::kMaxPasses);
+  EXPECT_EQ(downhill::to_string(StopReason::kMaxSteps), "max_steps");
   EXPECT_EQ(downhill::to_string(StopReason::kInterrupted), "interrupted");
   EXPECT_EQ(downhill::to_string(StopReason::kDiverged), "diverged");
   EXPECT_EQ(downhill::to_string(StopReason::kLeft), "left");
@@ -603,7 +606,7 @@ TEST_F(RunSummaryTest, MaxUpdatesCountsTheClosingValidationWhichCanBeTheBest) {
   EXPECT_EQ(run.best_validation, 4);
   EXPECT_EQ(run.best_pass, 3);
   EXPECT_EQ(problem.value(), -9.0);
-  EXPECT_TRUE(has_line(log.text(), stopped_line("max_updates", 3, 9))) << log.text();
+  EXPECT_TRUE(has_line(log.text(), stopped_line("max_passes", 3, 9))) << log.text();
   EXPECT_EQ(lines_starting_with(log.text(), "info stopped"), 1) << log.text();
   EXPECT_TRUE(
       has_line(log.text(), "info best: validation 4, after pass 3: loss=2.000000 x=-9.000000"))
@@ -628,7 +631,7 @@ TEST_F(RunSummaryTest, MaxUpdatesWithTheBestInTheMiddleAndANaNValidation) {
   EXPECT_EQ(run.best_pass, 2);
   EXPECT_TRUE(same_monitors(run.best, w.validation[static_cast<size_t>(run.best_pass)]));
   EXPECT_EQ(problem.value(), -6.0);
-  EXPECT_TRUE(has_line(log.text(), stopped_line("max_updates", 4, 12))) << log.text();
+  EXPECT_TRUE(has_line(log.text(), stopped_line("max_passes", 4, 12))) << log.text();
   EXPECT_TRUE(has_line(log.text(), best_line(run))) << log.text();
 }
 
@@ -646,7 +649,7 @@ TEST_F(RunSummaryTest, NoFiniteValidationLeavesTheBestEmptyAndSaysSo) {
   EXPECT_EQ(run.best_pass, 0);
   EXPECT_TRUE(run.best.empty()) << run.best.to_string();
   EXPECT_EQ(problem.value(), -6.0) << "the parameters are left as they are";
-  EXPECT_TRUE(has_line(log.text(), stopped_line("max_updates", 2, 6))) << log.text();
+  EXPECT_TRUE(has_line(log.text(), stopped_line("max_passes", 2, 6))) << log.text();
   EXPECT_TRUE(has_line(log.text(), "info no validation was finite")) << log.text();
   EXPECT_EQ(lines_starting_with(log.text(), "info best:"), 0) << log.text();
 }
@@ -1152,6 +1155,16 @@ TEST_F(History, EveryPassHasOneLineThatMirrorsItsItemThenTheClosingOne) {
     }
   }
   expect_seconds_grow(records);
+  // Seconds are written to the millisecond: "seconds": 0.123 — three decimals, no more.
+  std::ifstream raw(path);
+  for (std::string line; std::getline(raw, line);) {
+    const auto at = line.find("\"seconds\": ");
+    ASSERT_NE(at, std::string::npos) << line;
+    const auto value = line.substr(at + 11, line.find(',', at) - (at + 11));
+    const auto point = value.find('.');
+    ASSERT_NE(point, std::string::npos) << value;
+    EXPECT_EQ(value.size() - point - 1, 3u) << value;
+  }
   // The closing validation, of the final parameters: the best here, so last_run() has it.
   const Json& closing = records.back();
   const auto& run = trace.summary;

@@ -36,7 +36,7 @@ struct RunView {
   const Monitors& monitors;
   /// on_validation: whether this validation improved on the best (and is now the best).
   bool improved;
-  /// on_validation: whether this is the closing validation of a max_updates stop.
+  /// on_validation: whether this is the closing validation of a max_passes or max_steps stop.
   bool closing;
   /// on_update: whether this batch's update was skipped (a NaN or an infinity).
   bool skipped;
@@ -69,7 +69,7 @@ class Callback {
   /// and its settings applied; nothing is validated or trained yet.
   virtual void on_run_start(const RunView& /*run*/) {}
   /// A validation has run (before the pass it precedes, or the closing one of a
-  /// max_updates stop); the best is updated.
+  /// max_passes or max_steps stop); the best is updated.
   virtual void on_validation(const RunView& /*run*/) {}
   /// A pass over the training data starts.
   virtual void on_pass_start(const RunView& /*run*/) {}
@@ -78,8 +78,8 @@ class Callback {
   /// A pass has ended, before the loop yields its item.
   virtual void on_pass_end(const RunView& /*run*/) {}
   /// The run stops by itself (run.stop says why), before the closing validation of a
-  /// max_updates stop and before the best parameters come back: the parameters are the
-  /// last step's. Not called when the caller leaves the range (kLeft).
+  /// max_passes or max_steps stop and before the best parameters come back: the parameters
+  /// are the last step's. Not called when the caller leaves the range (kLeft).
   virtual void on_stop(const RunView& /*run*/) {}
   /// The run has ended: last_run() is final and, unless it was left (kLeft), the best
   /// parameters are back. A hook that throws here is logged, not thrown.

@@ -21,9 +21,10 @@ struct RunParts;  // what Optimizer::iterate() hands over (internal)
 /// One item per pass over the training data: the (training, validation) monitors.
 ///
 /// The loop validates every `validate_every` passes (pass 0 included), keeps the
-/// best parameters, and ends when patience elapses, `max_updates` passes are
-/// done, Ctrl-C is pressed or a callback (downhill/callbacks.h) asks it to; in those
-/// cases the best parameters are restored. Leaving a range-for with `break` leaves the
+/// best parameters, and ends when patience elapses, `max_passes` passes are done,
+/// `max_steps` updates are applied (right after that update, even inside a pass), Ctrl-C is
+/// pressed or a callback (downhill/callbacks.h) asks it to; in those cases the best
+/// parameters are restored. Leaving a range-for with `break` leaves the
 /// parameters as they are.
 ///
 /// The run starts at the first step of the walk (begin()), not when the range is

@@ -50,6 +50,15 @@ class Options {
   DOWNHILL_CORE_SETTINGS(DOWNHILL_CORE_ACCESSORS)
 #undef DOWNHILL_CORE_ACCESSORS
 
+  // A setter and a getter for each other name of a setting (DOWNHILL_CORE_SETTING_ALIASES in
+  // downhill/detail/core_settings.h), which set and read that setting: `max_updates(20)` is
+  // `max_passes(20)`, and `max_updates()` is `max_passes()`.
+#define DOWNHILL_CORE_ALIAS_ACCESSORS(Type, alias, name)        \
+  Options& alias(Type value) { return name(std::move(value)); } \
+  const Type& alias() const noexcept { return name(); }
+  DOWNHILL_CORE_SETTING_ALIASES(DOWNHILL_CORE_ALIAS_ACCESSORS)
+#undef DOWNHILL_CORE_ALIAS_ACCESSORS
+
   // --- The built-in algorithms' hyperparameters, declared in their files ---
   /// Half-life (in updates) of the running averages of RMSProp, ADADELTA and ESGD; > 0.
   Options& rms_halflife(double value);

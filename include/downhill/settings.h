@@ -88,7 +88,8 @@ using SettingId = size_t;
 /// lower case letters, digits and '_'.
 SettingId declare_setting(SettingSpec spec);
 
-/// The id of the setting named `name` (exactly), if one is declared.
+/// The id of the setting named `name` (exactly), if one is declared; another name of a setting
+/// (`max_updates`, the seed's name for `max_passes`) gives that setting's id.
 std::optional<SettingId> find_setting(std::string_view name);
 
 /// The declaration of setting `id`.

@@ -1,7 +1,7 @@
 #pragma once
 // The built-in callback of early stopping: the run stops (StopReason::kPatience) when more
 // than `patience` validations have passed since the best. The closing validation of a
-// max_updates stop is not counted. Internal.
+// max_passes or max_steps stop is not counted. Internal.
 
 #include <downhill/callbacks.h>
 

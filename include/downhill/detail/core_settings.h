@@ -69,8 +69,11 @@
     "max_gradient_global_norm, grad_norm).")                                                       \
   X(int64_t, batch_size, 32, kLoop, {}, false, true,                                               \
     "Mini-batch size used when minimize() wraps tensors in a Dataset; <= 0 = one batch.")          \
-  X(std::optional<int64_t>, max_updates, std::nullopt, kLoop, checks::integer_at_least(1), false,  \
-    true, "Stop after this many passes (unset: no limit); >= 1.")                                  \
+  X(std::optional<int64_t>, max_passes, std::nullopt, kLoop, checks::integer_at_least(1), false,   \
+    true, "Stop after this many passes (unset: no limit); >= 1. Also named max_updates.")          \
+  X(std::optional<int64_t>, max_steps, std::nullopt, kLoop, checks::integer_at_least(1), false,    \
+    true, "Stop right after the update that brings update_count() to this many, even inside a "    \
+    "pass (unset: no limit); skipped updates do not count; >= 1.")                                 \
   X(std::optional<int64_t>, train_batches, std::nullopt, kLoop, checks::integer_at_least(1),       \
     false, true, "Batches per training pass when minimize() wraps the data (unset: all); >= 1.")   \
   X(std::optional<int64_t>, valid_batches, std::nullopt, kLoop, checks::integer_at_least(1),       \
@@ -97,6 +100,14 @@
     "Seconds a rank waits for the others, to join or in a collective, before it fails; > 0.")      \
   X(std::shared_ptr<const ProcessGroup>, process_group, nullptr, kDistributed, {}, false, true,    \
     "A c10d process group of your own (downhill/distributed.h) instead of torchrun's.")
+
+// Other names of the settings above, kept so that code written for them still works:
+// A(type, alias, name). The alias's typed setter and getter and set()/get() by its name read
+// and write the named setting's one value; settings(), the log and messages show the setting
+// under its own name (messages add the alias).
+#define DOWNHILL_CORE_SETTING_ALIASES(A)                                                           \
+  /* The seed's name for max_passes: it counts passes, not optimizer updates. */                   \
+  A(std::optional<int64_t>, max_updates, max_passes)
 // clang-format on
 
 namespace downhill::detail::core {
