@@ -112,6 +112,12 @@ bool wait_all(std::vector<Rank>& ranks, std::chrono::seconds limit) {
 
 int exit_code(const Rank& r) { return WIFEXITED(r.status) ? WEXITSTATUS(r.status) : -1; }
 
+// `args` with a batch size per rank.
+std::vector<std::string> with_batch(std::vector<std::string> args, int batch) {
+  args.push_back("batch=" + std::to_string(batch));
+  return args;
+}
+
 // Runs `world` ranks (0: one plain process) to their end; their result files.
 std::vector<std::string> run(const TemporaryFolder& folder, const std::string& label, int world,
                              const std::vector<std::string>& args, int expected_exit = 0) {
@@ -215,13 +221,8 @@ TEST(Distributed, EarlyStoppingStopsEveryRankAtTheSamePass) {
   // loss turns up, and patience 1 ends the run long before 40 passes.
   const std::vector<std::string> args{"train",      "adam",          "passes=40",
                                       "patience=1", "valid_shift=2", "lr=0.2"};
-  auto with_batch = [&](int batch) {
-    auto a = args;
-    a.push_back("batch=" + std::to_string(batch));
-    return a;
-  };
-  const auto ranks = run(folder, "ranks", 2, with_batch(4));
-  const auto single = run(folder, "single", 0, with_batch(8));
+  const auto ranks = run(folder, "ranks", 2, with_batch(args, 4));
+  const auto single = run(folder, "single", 0, with_batch(args, 8));
   EXPECT_NE(single[0].find("stop patience"), std::string::npos) << single[0];
   EXPECT_LT(count_passes(single[0]), 40);
   EXPECT_EQ(ranks[1], ranks[0]);
@@ -421,13 +422,8 @@ TEST(Distributed, MaxStepsStopsEveryRankAfterTheSameUpdate) {
   TemporaryFolder folder("dist_max_steps");
   // 18 slices of 4 samples over 2 ranks: 9 steps a pass; 13 updates end 4 steps into pass 2.
   const std::vector<std::string> args{"train", "adam", "passes=5", "max_steps=13"};
-  auto with_batch = [&](int batch) {
-    auto a = args;
-    a.push_back("batch=" + std::to_string(batch));
-    return a;
-  };
-  const auto ranks = run(folder, "ranks", 2, with_batch(4));
-  const auto single = run(folder, "single", 0, with_batch(8));
+  const auto ranks = run(folder, "ranks", 2, with_batch(args, 4));
+  const auto single = run(folder, "single", 0, with_batch(args, 8));
   EXPECT_EQ(ranks[1], ranks[0]);
   EXPECT_EQ(count_passes(ranks[0]), 1) << ranks[0];
   EXPECT_NE(ranks[0].find("stop max_steps passes 1 "), std::string::npos) << ranks[0];
