@@ -113,7 +113,7 @@ class OperationNames {
  public:
   void remember(uint32_t hash, const std::string& what) {
     const std::lock_guard<std::mutex> lock(mutex_);
-    if (names_.size() < 4096) names_.emplace(hash, what);
+    if (names_.size() < 4096) names_.try_emplace(hash, what);  // no copy when known
   }
   std::string name(uint32_t hash) const {
     const std::lock_guard<std::mutex> lock(mutex_);
@@ -151,8 +151,7 @@ class GroupCommunicator final : public Communicator {
   std::string backend() const override { return group_->getBackendName(); }
 
   std::vector<at::Tensor> average(const std::vector<at::Tensor>& tensors,
-                                  std::vector<double>& flags,
-                                  const std::vector<AgreedValue>& agreed) override {
+                                  std::vector<double>& flags, const Agreement& agreed) override {
     at::NoGradGuard no_grad;
     plan_buckets(tensors, flags.size());
     announce("averaging gradients", plan_numel_, plan_layout_, agreed);
@@ -285,7 +284,7 @@ class GroupCommunicator final : public Communicator {
   // std::runtime_error on every rank when any rank announces another, or when `agreed`
   // differs across ranks.
   void announce(const std::string& what, int64_t numel, uint32_t layout,
-                const std::vector<AgreedValue>& agreed = {}) {
+                const Agreement& agreed = {}) {
     const uint32_t operation = text_hash(what);
     operation_names().remember(operation, what);
     if (!announcement_.defined()) announcement_ = at::empty({2 * kAnnouncedFields}, at::kDouble);
@@ -295,9 +294,9 @@ class GroupCommunicator final : public Communicator {
       to[field] = value;
       to[stride + field] = -value;
     };
-    const auto agreed_count = static_cast<int64_t>(agreed.size());
+    const auto agreed_count = static_cast<int64_t>(agreed.values.size());
     auto comparable = [&](int64_t a) {
-      const double value = agreed[static_cast<size_t>(a)].value;
+      const double value = agreed.values[static_cast<size_t>(a)];
       return std::isnan(value) ? kNanStandIn : value;
     };
     put(fields, kAnnouncedFields, kOperation, operation);
@@ -316,7 +315,7 @@ class GroupCommunicator final : public Communicator {
     }
     if (!same) out_of_step(what, operation, numel, largest, smallest);
     // The values beyond the announcement's room follow in one more, of the size announced.
-    std::vector<double> high(agreed.size()), low(agreed.size());
+    std::vector<double> high(agreed.values.size()), low(agreed.values.size());
     for (int64_t a = 0; a < std::min(agreed_count, kInlineAgreed); ++a) {
       high[static_cast<size_t>(a)] = largest(kFirstAgreed + a);
       low[static_cast<size_t>(a)] = smallest(kFirstAgreed + a);
@@ -332,10 +331,10 @@ class GroupCommunicator final : public Communicator {
         low[static_cast<size_t>(kInlineAgreed + a)] = -values[rest + a];
       }
     }
-    for (size_t a = 0; a < agreed.size(); ++a) {
+    for (size_t a = 0; a < agreed.values.size(); ++a) {
       if (high[a] == low[a]) continue;
       throw std::runtime_error(
-          "downhill: distributed: the ranks disagree on " + agreed[a].name + ": " +
+          "downhill: distributed: the ranks disagree on " + agreed.name_of(a) + ": " +
           shown_value(low[a]) + " on some ranks, " + shown_value(high[a]) +
           " on others; a setting that is a function (a schedule) must give every rank the "
           "same value (nothing was sent, no update was applied)");

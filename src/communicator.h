@@ -8,17 +8,19 @@
 #include <downhill/options.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 namespace downhill::detail {
 
-/// A value every rank must hold alike at a collective (a setting that is a function, at this
-/// update), and its name for the error that a difference is.
-struct AgreedValue {
-  std::string name;
-  double value = 0.0;
+/// Values every rank must hold alike at a collective (settings that are functions, at this
+/// update), and the name of each for the error that a difference is: asked only then, so
+/// that an agreement that holds builds no text.
+struct Agreement {
+  std::vector<double> values;
+  std::function<std::string(size_t)> name_of;
 };
 
 /// Every collective is announced first, by a small one of fixed size that carries what it is
@@ -46,7 +48,7 @@ class Communicator {
   /// before anything is sent.
   virtual std::vector<at::Tensor> average(const std::vector<at::Tensor>& tensors,
                                           std::vector<double>& flags,
-                                          const std::vector<AgreedValue>& agreed = {}) = 0;
+                                          const Agreement& agreed = {}) = 0;
   /// Sums `values` across ranks, in float64; `what` names the sum in errors.
   virtual void sum(std::vector<double>& values, const std::string& what) = 0;
   /// Copies rank 0's values into every rank's `tensors` (same shapes and dtypes on every

@@ -42,29 +42,6 @@ std::vector<std::string> optimizer_lines(const UpdateEngine& engine) {
   return lines;
 }
 
-// What every rank must agree on at an update beyond its build: the update's number and the
-// value at it of every setting that is a function (learning_rate_schedule, or a rule's own
-// schedule), per group. A function cannot be compared at build; its values can, at each
-// update, in the announcement of the gradients' average.
-std::vector<AgreedValue> update_agreement(const UpdateEngine& engine) {
-  const int64_t t = engine.update_count();
-  std::vector<AgreedValue> agreed{{"the number of updates so far", static_cast<double>(t)}};
-  const auto& params = engine.params();
-  for (size_t g = 0; g < params.group_count(); ++g) {
-    if (params.is_frozen(g)) continue;
-    const auto& options = engine.group_options(g);
-    for (const SettingId id : setting_ids()) {
-      const auto& spec = setting_spec(id);
-      const auto* function = std::get_if<Schedule>(&options.value(id));
-      if (!spec.agreed || !function || !*function) continue;
-      agreed.push_back({spec.name + "(" + std::to_string(t) + ")" +
-                            (params.group_count() > 1 ? " of group " + std::to_string(g) : ""),
-                        (*function)(t)});
-    }
-  }
-  return agreed;
-}
-
 std::string dataset_line(const Dataset& data) {
   return "dataset '" + data.name() + "': " +
          (data.slice_count() == 0 ? std::string("a generator")
@@ -83,6 +60,30 @@ void broadcast_generator(Communicator& comm, at::Generator generator) {
 
 }  // namespace
 
+const Agreement& DataParallel::update_agreement(const UpdateEngine& engine) {
+  const int64_t t = engine.update_count();
+  agreement_.values.assign(1, static_cast<double>(t));
+  agreed_settings_.clear();
+  const auto& params = engine.params();
+  for (size_t g = 0; g < params.group_count(); ++g) {
+    if (params.is_frozen(g)) continue;
+    const auto& options = engine.group_options(g);
+    for (const SettingId id : function_settings_) {
+      const auto& function = std::get<Schedule>(options.value(id));
+      if (!function) continue;
+      agreement_.values.push_back(function(t));
+      agreed_settings_.emplace_back(g, id);
+    }
+  }
+  agreement_.name_of = [this, t, groups = params.group_count()](size_t k) -> std::string {
+    if (k == 0) return "the number of updates so far";
+    const auto [group, id] = agreed_settings_[k - 1];
+    return setting_spec(id).name + "(" + std::to_string(t) + ")" +
+           (groups > 1 ? " of group " + std::to_string(group) : "");
+  };
+  return agreement_;
+}
+
 std::unique_ptr<DataParallel> DataParallel::join(UpdateEngine& engine) {
   const auto& options = engine.options();
   if (!options.data_parallel()) return nullptr;
@@ -90,6 +91,14 @@ std::unique_ptr<DataParallel> DataParallel::join(UpdateEngine& engine) {
   auto& comm = *parallel->comm_;
   if (comm.size() == 1) return parallel;
   comm.check_same(optimizer_lines(engine), "optimizers");
+  // The settings that are functions, which build could only see set or not: those of the
+  // table now, which holds every setting this optimizer's rule reads.
+  for (const SettingId id : setting_ids()) {
+    const auto& spec = setting_spec(id);
+    if (spec.agreed && std::holds_alternative<Schedule>(spec.default_value)) {
+      parallel->function_settings_.push_back(id);
+    }
+  }
   auto values = engine.params().tensors();
   comm.broadcast(values);
   // One rank speaks for the group; the others only warn, and say which rank they are.

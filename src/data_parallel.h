@@ -7,9 +7,11 @@
 
 #include <ATen/ATen.h>
 #include <downhill/distributed.h>
+#include <downhill/settings.h>
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "communicator.h"
@@ -58,8 +60,15 @@ class DataParallel final : public RankGroup {
                     std::vector<at::Tensor>& hvs, StepFlags& flags);
   // The number of ranks that answer yes.
   double count(bool answer, const std::string& question);
+  // What every rank must agree on at an update beyond its build: the update's number and the
+  // value at it of every setting that is a function (learning_rate_schedule, or a rule's own
+  // schedule), per group; compared in the announcement of the gradients' average.
+  const Agreement& update_agreement(const UpdateEngine& engine);
   std::shared_ptr<Communicator> comm_;
-  std::vector<at::Tensor> sent_;  // reused: the tensors one average() sends
+  std::vector<at::Tensor> sent_;              // reused: the tensors one average() sends
+  std::vector<SettingId> function_settings_;  // the table's settings that are functions
+  std::vector<std::pair<size_t, SettingId>> agreed_settings_;  // group and setting, per value
+  Agreement agreement_;                                        // reused: this update's values
 };
 
 }  // namespace downhill::detail

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "dataset_defaults.h"
 #include "text.h"
 
 namespace downhill {
@@ -237,7 +238,7 @@ Dataset::Dataset(std::function<Batch()> generator, DatasetOptions options)
     throw std::invalid_argument("downhill: dataset '" + name() + "': the generator is empty");
   }
   check_iteration_size(name(), options_.iteration_size());
-  iteration_size_ = options_.iteration_size().value_or(100);
+  iteration_size_ = options_.iteration_size().value_or(detail::kGeneratorIterationSize);
 }
 
 void Dataset::check_position(const std::vector<int64_t>& order, int64_t position) const {

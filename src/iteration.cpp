@@ -17,6 +17,7 @@
 #include "callbacks/builtins.h"
 #include "callbacks/checkpoint_writer.h"
 #include "checkpoint.h"
+#include "dataset_defaults.h"
 #include "interrupt.h"
 #include "loop_state.h"
 #include "rank_group.h"
@@ -66,9 +67,6 @@ std::string logged_setting(const Options& options, const std::string& name,
                            : given.beta2_halflife() == options.beta2_halflife();
   return exact ? (first ? "beta1 = " : "beta2 = ") + beta : name + " = " + value;
 }
-
-// A generator dataset's batches per pass when its options set none (docs/guide.md, "Datasets").
-constexpr int64_t kGeneratorBatches = 100;
 
 // The value of the watched monitor (Options::monitor) in `validation`; std::invalid_argument
 // naming the monitors it has otherwise.
@@ -320,7 +318,7 @@ void Iteration::Impl::warn_of_unused_batch_size() const {
   // A generator has no length to take a pass's from: say that the default was taken.
   for (const Dataset* data : {&train, valid}) {
     if (data && data->slice_count() == 0 && !data->options().iteration_size() &&
-        data->iteration_size() == kGeneratorBatches) {
+        data->iteration_size() == detail::kGeneratorIterationSize) {
       log->info(
           "dataset '{}' is a generator: {} batches a pass, the default "
           "(DatasetOptions::iteration_size sets another)",
