@@ -26,8 +26,9 @@ namespace downhill::detail {
 
 /// The format this downhill writes: "downhill-checkpoint-<version>" in the file. Version 1 is
 /// every file written before the version was counted (they all say 1); version 2 adds which
-/// group each parameter is in and every group's frozen flag, and its values are checked.
-inline constexpr int64_t kCheckpointVersion = 2;
+/// group each parameter is in and every group's frozen flag, and its values are checked;
+/// version 3 adds why the run stopped and a max_passes or max_steps stop's closing validation.
+inline constexpr int64_t kCheckpointVersion = 3;
 /// The oldest format this downhill reads.
 inline constexpr int64_t kOldestCheckpointVersion = 1;
 

@@ -44,9 +44,10 @@ std::vector<std::string> optimizer_lines(const UpdateEngine& engine) {
 
 std::string dataset_line(const Dataset& data) {
   return "dataset '" + data.name() + "': " +
-         (data.slice_count() == 0 ? std::string("a generator")
-                                  : std::to_string(data.slice_count()) + " slices, order of " +
-                                        std::to_string(data.order().size())) +
+         (data.walks()              ? std::string("a range")
+          : data.slice_count() == 0 ? std::string("a generator")
+                                    : std::to_string(data.slice_count()) + " slices, order of " +
+                                          std::to_string(data.order().size())) +
          ", " + std::to_string(data.iteration_size()) + " batches per pass";
 }
 

@@ -241,7 +241,74 @@ Dataset::Dataset(std::function<Batch()> generator, DatasetOptions options)
   iteration_size_ = options_.iteration_size().value_or(detail::kGeneratorIterationSize);
 }
 
+Dataset Dataset::of_walks(std::function<Walk()> start_walk, DatasetOptions options) {
+  Dataset data(std::move(options));
+  if (!start_walk) {
+    throw std::invalid_argument("downhill: dataset '" + data.name() +
+                                "': the function that starts a walk of its range is empty");
+  }
+  check_iteration_size(data.name(), data.options_.iteration_size());
+  data.start_walk_ = std::move(start_walk);
+  data.iteration_size_ = data.options_.iteration_size().value_or(0);
+  return data;
+}
+
+bool Dataset::fetch_from_walk() {
+  if (!walk_) {
+    walk_ = start_walk_();
+    if (!walk_) {
+      throw std::invalid_argument("downhill: dataset '" + name() +
+                                  "': starting a walk of its range gave an empty function");
+    }
+    position_ = 0;
+    for (; walk_skip_ > 0; --walk_skip_, ++position_) {
+      if (!walk_()) {
+        const int64_t wanted = position_ + walk_skip_;
+        walk_skip_ = 0;
+        walk_ = nullptr;
+        throw std::invalid_argument("downhill: dataset '" + name() + "': its range ended after " +
+                                    std::to_string(position_) +
+                                    " batches, before the checkpoint's position (batch " +
+                                    std::to_string(wanted) +
+                                    " of the walk); the range must be as long as when it was "
+                                    "checkpointed");
+      }
+    }
+  }
+  std::optional<Batch> batch = walk_();
+  if (!batch) {
+    const int64_t length = position_;
+    walk_ = nullptr;
+    position_ = 0;
+    if (length == 0) {
+      throw std::invalid_argument("downhill: dataset '" + name() +
+                                  "': a walk of its range gave no batch; a range must give at "
+                                  "least one");
+    }
+    if (!options_.iteration_size()) iteration_size_ = length;
+    return false;
+  }
+  check_arity(*batch, "the range");
+  peeked_ = std::move(batch);
+  return true;
+}
+
+bool Dataset::pass_over(int64_t batches) {
+  if (!walks() || options_.iteration_size()) return batches >= iteration_size_;
+  if (peeked_ || fetch_from_walk()) return false;
+  // The walk has ended, and with it the pass, unless the pass has taken nothing: then it
+  // walks the range anew (which gives a batch, or throws).
+  return batches > 0 || !fetch_from_walk();
+}
+
 void Dataset::check_position(const std::vector<int64_t>& order, int64_t position) const {
+  if (walks()) {
+    if (order.empty() && position >= 0) return;
+    throw std::invalid_argument(
+        "downhill: dataset '" + name() + "' walks a range; the saved order (" +
+        std::to_string(order.size()) + " entries) or position (" + std::to_string(position) +
+        ") does not fit it: a range's order is empty and its position at least 0");
+  }
   const auto n = static_cast<int64_t>(order_.size());
   std::vector<bool> seen(order_.size(), false);
   bool permutation = static_cast<int64_t>(order.size()) == n;
@@ -263,6 +330,10 @@ void Dataset::restore_position(std::vector<int64_t> order, int64_t position) {
   order_ = std::move(order);
   position_ = position;
   peeked_.reset();
+  if (walks()) {
+    walk_ = nullptr;
+    walk_skip_ = position;
+  }
   if (gathers()) sample_order_ = torch::tensor(order_, torch::TensorOptions().dtype(torch::kLong));
 }
 
@@ -310,15 +381,14 @@ Batch Dataset::gather(int64_t batch_index) {
   return out;
 }
 
-void Dataset::check_generated(const Batch& batch) {
+void Dataset::check_arity(const Batch& batch, const char* source) {
   if (batch.empty()) {
-    throw std::invalid_argument("downhill: dataset '" + name() +
-                                "': the generator returned an empty batch; it must return "
-                                "at least one tensor");
+    throw std::invalid_argument("downhill: dataset '" + name() + "': " + source +
+                                " returned an empty batch; a batch must hold at least one tensor");
   }
   if (generated_arity_ >= 0 && static_cast<int64_t>(batch.size()) != generated_arity_) {
     throw std::invalid_argument(
-        "downhill: dataset '" + name() + "': the generator returned " +
+        "downhill: dataset '" + name() + "': " + source + " returned " +
         std::to_string(batch.size()) + " tensors, but its first batch had " +
         std::to_string(generated_arity_) + "; every batch must have the same number");
   }
@@ -329,8 +399,10 @@ const Batch& Dataset::peek() {
   if (!peeked_) {
     if (generator_) {
       Batch batch = generator_();
-      check_generated(batch);
+      check_arity(batch, "the generator");
       peeked_ = std::move(batch);
+    } else if (walks()) {
+      if (!fetch_from_walk()) fetch_from_walk();  // at a walk's end, the next walk's first
     } else {
       const int64_t place = (position_ + shard_rank_) % std::max<int64_t>(1, slice_count());
       if (!gathers()) return slices_[order_[place]];
@@ -348,7 +420,14 @@ Batch Dataset::next() {
       return batch;
     }
     Batch batch = generator_();
-    check_generated(batch);
+    check_arity(batch, "the generator");
+    return batch;
+  }
+  if (walks()) {
+    peek();
+    Batch batch = std::move(*peeked_);
+    peeked_.reset();
+    ++position_;
     return batch;
   }
   // Sharded, every rank walks the whole order alike and keeps its own place in each
@@ -378,7 +457,7 @@ void Dataset::shard(int64_t rank, int64_t world_size) {
         std::to_string(world_size) +
         ") is invalid; allowed: world_size >= 1 and 0 <= rank < world_size");
   }
-  if (generator_) return;
+  if (generator_ || walks()) return;
   shard_rank_ = rank;
   shard_count_ = world_size;
   peeked_.reset();

@@ -1,3 +1,4 @@
+#include <ATen/CPUGeneratorImpl.h>
 #include <downhill/callbacks.h>
 #include <downhill/dataset.h>
 #include <downhill/errors.h>
@@ -10,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 
@@ -119,10 +121,26 @@ struct Iteration::Impl {
   bool advance();
   // A run starts at its first step: it continues a checkpoint (loaded by hand, or found
   // with resume(true)), or starts the loop's counters afresh. The algorithm's state
-  // (moments, update count) belongs to the optimizer and carries on.
-  void start_run();
+  // (moments, update count) belongs to the optimizer and carries on. False when the
+  // checkpoint's run had stopped by itself and would stop again at once: it is over.
+  bool start_run();
+  // Whether the checkpoint's run, which stopped by itself for `reason` (patience or a limit),
+  // would stop again at once under this run's settings.
+  bool stop_still_holds(StopReason reason) const;
+  // A re-run of a run that had stopped: it ends as that run ended, training nothing and
+  // writing nothing.
+  void end_already_stopped(StopReason reason);
   // Evaluates the validation data and keeps the parameters when they are the best so far.
-  void validate(bool closing);
+  void validate(bool closing) { record_validation(measure_validation(), closing); }
+  // The validation's monitors, the callbacks told of each batch (on_validation_batch).
+  Monitors measure_validation();
+  // measure_validation() for the closing validation, which the checkpoint written after it
+  // must not see: the validation data (the training data, when there is none of its own),
+  // its generator and the global CPU generator are put back where they stood.
+  Monitors measure_closing_validation();
+  // Counts a validation, keeps the parameters when they are the best so far, and tells the
+  // callbacks.
+  void record_validation(const Monitors& validation, bool closing);
   // A resumed run compares with the best validation's value of the monitor it watches now
   // (the checkpoint keeps the best validation's every monitor).
   void rewatch_best();
@@ -220,7 +238,7 @@ void Iteration::Impl::agree_on_stop() {
   }
 }
 
-void Iteration::Impl::start_run() {
+bool Iteration::Impl::start_run() {
   // The settings given for this run decide whether and from where it resumes; they are
   // applied after the load, so that they change the checkpoint's settings.
   const Options planned = engine.planned_options();
@@ -254,23 +272,87 @@ void Iteration::Impl::start_run() {
   ranks.start_run(train, valid);
   engine.apply_run_settings();
   if (resumed) rewatch_best();
-  warn_of_unused_batch_size();
   auto& counters = loop.counters;
-  counters.stop = StopReason::kNotStopped;
-  counters.stop_detail.clear();
-  loop.interrupt_requested = false;
   run_start = std::chrono::steady_clock::now() -
               std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                   std::chrono::duration<double>(counters.seconds));
+  if (resumed && stop_still_holds(counters.stop)) {
+    end_already_stopped(counters.stop);
+    return false;
+  }
+  warn_of_unused_batch_size();
+  counters.stop = StopReason::kNotStopped;
+  counters.stop_detail.clear();
+  counters.closing_validation = {};
+  loop.interrupt_requested = false;
   detail::add_builtin_callbacks(
       callbacks, detail::RunParts{optimizer, engine, loop, ranks, user_callbacks}, train, valid);
   for (const auto& callback : user_callbacks) callbacks.add(callback);
   notify(&Callback::on_run_start, no_monitors());
+  return true;
 }
 
-void Iteration::Impl::validate(bool closing) {
+bool Iteration::Impl::stop_still_holds(StopReason reason) const {
+  const auto& counters = loop.counters;
+  const auto& options = optimizer.options();
+  switch (reason) {
+    case StopReason::kPatience:  // as callbacks/patience.cpp decides
+      return counters.validations - counters.best_validation > options.patience();
+    case StopReason::kMaxPasses:
+      return options.max_passes() && counters.passes >= *options.max_passes();
+    case StopReason::kMaxSteps:
+      return step_limit_reached();
+    default:  // Ctrl-C, a divergence or a callback's stop: the re-run goes on
+      return false;
+  }
+}
+
+void Iteration::Impl::end_already_stopped(StopReason reason) {
   auto& counters = loop.counters;
-  const Monitors validation = optimizer.evaluate(valid ? *valid : train);
+  // The closing validation was measured before the checkpoint, of the parameters it holds:
+  // counted now, it ends the re-run with the best and the counters the run ended with.
+  if (!counters.closing_validation.empty()) {
+    const Monitors closing = std::move(counters.closing_validation);
+    counters.closing_validation = {};
+    record_validation(closing, /*closing=*/true);
+  }
+  const char* setting = reason == StopReason::kPatience    ? "patience"
+                        : reason == StopReason::kMaxPasses ? "max_passes"
+                                                           : "max_steps";
+  log->info(
+      "the checkpoint's run had already stopped ({}); nothing to do: no pass is trained, and "
+      "the checkpoint and history are left as they are (raise {} to train on)",
+      to_string(reason), setting);
+  restore_best();
+  stopped(reason);
+}
+
+Monitors Iteration::Impl::measure_validation() {
+  return optimizer.evaluate(valid ? *valid : train, [this](int64_t batches, const Monitors& batch) {
+    RunView event = view(batch);
+    event.validation_steps = batches;
+    callbacks.notify(&Callback::on_validation_batch, event);
+  });
+}
+
+Monitors Iteration::Impl::measure_closing_validation() {
+  Dataset& data = valid ? *valid : train;
+  const detail::DatasetPosition before = detail::position_of(data);
+  at::Generator global = at::detail::getDefaultCPUGenerator();  // a handle to the same one
+  at::Tensor global_before;
+  {
+    std::lock_guard<std::mutex> lock(global.mutex());
+    global_before = global.get_state();
+  }
+  Monitors closing = measure_validation();
+  detail::put_back(data, before);
+  std::lock_guard<std::mutex> lock(global.mutex());
+  global.set_state(global_before);
+  return closing;
+}
+
+void Iteration::Impl::record_validation(const Monitors& validation, bool closing) {
+  auto& counters = loop.counters;
   ++counters.validations;
   const double value = watched_value(validation, optimizer.options());
   // A non-finite value never improves nor stands as the best; until a finite one is seen
@@ -343,7 +425,7 @@ Monitors Iteration::Impl::train_pass() {
   notify(&Callback::on_pass_start, no_monitors());
   agree_on_stop();
   if (callbacks.stopping()) return {};
-  for (int64_t b = pass.steps; b < train.iteration_size(); ++b) {
+  for (int64_t b = pass.steps; !train.pass_over(b); ++b) {
     const Batch batch = train.next();
     Monitors monitors;
     try {
@@ -361,7 +443,7 @@ Monitors Iteration::Impl::train_pass() {
     // The step limit stops the run right after the update that reaches it, inside the pass,
     // which a checkpoint then resumes as Ctrl-C's does. Reached at the pass's last batch, the
     // pass ends (counted and yielded) and advance() stops before the next.
-    if (b + 1 < train.iteration_size() && step_limit_reached()) {
+    if (step_limit_reached() && !train.pass_over(b + 1)) {
       callbacks.request(StopReason::kMaxSteps);
     }
     // Ctrl-C on any rank stops every rank after the same step (the step agreed on it).
@@ -379,12 +461,20 @@ Monitors Iteration::Impl::train_pass() {
 
 bool Iteration::Impl::end_run() {
   const StopReason reason = callbacks.stop();
+  auto& counters = loop.counters;
+  counters.stop = reason;  // the checkpoint (on_stop) keeps it
+  // Validations run before a pass, so the final parameters of a max_passes or max_steps stop
+  // were never validated: validate once more, so that the best can be them. It is measured
+  // before the checkpoint (on_stop) and counted after it: the checkpoint holds the run as it
+  // stood, so that a run with a higher limit continues it exactly, and the closing validation
+  // beside it, so that a re-run with the same limit ends as this run does.
+  const bool closes = reason == StopReason::kMaxPasses || reason == StopReason::kMaxSteps;
+  if (closes) counters.closing_validation = measure_closing_validation();
   notify(&Callback::on_stop, no_monitors());
-  if (reason == StopReason::kMaxPasses || reason == StopReason::kMaxSteps) {
-    // Validations run before a pass, so the final parameters were never validated:
-    // validate once more, so that the best can be them. The checkpoint was written first
-    // (on_stop), so that a resumed run continues the run as it stood.
-    validate(/*closing=*/true);
+  if (closes) {
+    const Monitors closing = std::move(counters.closing_validation);
+    counters.closing_validation = {};
+    record_validation(closing, /*closing=*/true);
   }
   restore_best();
   stopped(reason);
@@ -433,7 +523,7 @@ bool Iteration::Impl::advance() {
   if (!started) {
     started = true;
     interrupt.emplace();
-    start_run();
+    if (!start_run()) return false;
     running = true;
     log_settings(*log, optimizer.name(), options);
     agree_on_stop();

@@ -156,6 +156,24 @@ void check_counters(EntryReader& in, const LoopContext&, const Record& r) {
   }
 }
 
+// Why the run stopped, by name (to_string(StopReason)).
+void write_stop(const Record& r, EntryWriter& out) {
+  out.text("stop", std::string(to_string(r.counters.stop)));
+}
+
+void read_stop(EntryReader& in, const LoopContext&, Record& r) {
+  const std::string name = in.text("stop");
+  for (const auto reason : {StopReason::kNotStopped, StopReason::kPatience, StopReason::kMaxPasses,
+                            StopReason::kInterrupted, StopReason::kDiverged, StopReason::kLeft,
+                            StopReason::kCallback, StopReason::kMaxSteps}) {
+    if (to_string(reason) == name) {
+      r.counters.stop = reason;
+      return;
+    }
+  }
+  in.invalid("its entry 'stop' is '" + name + "', which names no way a run stops");
+}
+
 // A counter of LoopCounters, at least 0.
 LoopField counter(const char* key, int64_t always_from, int64_t LoopCounters::*member) {
   return integer_field<Record, LoopContext>(
@@ -182,6 +200,8 @@ const Schema<LoopSnapshot, LoopContext>& loop_schema() {
               "seconds", 2, [](auto& r) -> auto& { return r.counters.seconds; }, 0.0),
           {"pass", 2, write_pass, read_pass, has("pass_counts")},
           {"datasets", 1, write_datasets, read_datasets, has("dataset_count")},
+          {"stop", 3, write_stop, read_stop, has("stop")},
+          monitors_field("closing", 3, &LoopCounters::closing_validation),
       },
       {check_counters});
   return schema;
@@ -195,18 +215,28 @@ void LoopState::keep_best(const Params& params) {
   for (const auto& tensor : params.tensors()) best_.push_back(tensor.detach().clone());
 }
 
+DatasetPosition position_of(const Dataset& data) {
+  DatasetPosition position;
+  position.order = data.order();
+  position.position = data.position();
+  if (data.options().generator())
+    position.generator_state = data.options().generator()->get_state();
+  return position;
+}
+
+void put_back(Dataset& data, const DatasetPosition& saved) {
+  data.restore_position(saved.order, saved.position);
+  if (saved.generator_state.defined() && data.options().generator()) {
+    auto generator = *data.options().generator();  // a handle to the same generator
+    generator.set_state(saved.generator_state);
+  }
+}
+
 void LoopState::resume_datasets(Dataset& train, Dataset* valid) {
   if (!pending_) return;
-  auto restore = [](Dataset& data, const DatasetPosition& saved) {
-    data.restore_position(saved.order, saved.position);
-    if (saved.generator_state.defined() && data.options().generator()) {
-      auto generator = *data.options().generator();  // a handle to the same generator
-      generator.set_state(saved.generator_state);
-    }
-  };
   const auto& saved = *pending_;
-  if (!saved.empty()) restore(train, saved[0]);
-  if (saved.size() > 1 && valid) restore(*valid, saved[1]);
+  if (!saved.empty()) put_back(train, saved[0]);
+  if (saved.size() > 1 && valid) put_back(*valid, saved[1]);
   pending_.reset();
 }
 
@@ -215,14 +245,7 @@ void LoopState::save(EntryWriter& writer, const Dataset* train, const Dataset* v
   record.counters = counters;
   record.best = best_;
   for (const Dataset* data : {train, train ? valid : nullptr}) {
-    if (!data) continue;
-    DatasetPosition position;
-    position.order = data->order();
-    position.position = data->position();
-    if (data->options().generator()) {
-      position.generator_state = data->options().generator()->get_state();
-    }
-    record.datasets.push_back(std::move(position));
+    if (data) record.datasets.push_back(position_of(*data));
   }
   loop_schema().write(record, writer);
 }

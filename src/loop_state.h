@@ -45,9 +45,14 @@ struct LoopCounters {
   double best_loss = 0.0;
   Monitors best_monitors;  // of the best validation
   int64_t best_pass = 0;   // passes trained before it
+  // Why the run stopped; saved, so that a run re-run from the checkpoint of a run that had
+  // stopped by itself knows it (the checkpoint is written at the stop).
   StopReason stop = StopReason::kNotStopped;
   std::string stop_detail;  // a callback's reason (kCallback); not saved
-  double seconds = 0.0;     // wall-clock time of the run so far, across resumes
+  // A max_passes or max_steps stop's closing validation, measured before the checkpoint at
+  // the stop (which holds the run as it stood before it) and saved beside it; else empty.
+  Monitors closing_validation;
+  double seconds = 0.0;  // wall-clock time of the run so far, across resumes
   int64_t consecutive_skipped = 0;
   int64_t plateau_waiting = 0;   // validations without improvement toward a reduction
   int64_t plateau_cooldown = 0;  // validations left before those count again
@@ -61,6 +66,11 @@ struct DatasetPosition {
   int64_t position = 0;
   at::Tensor generator_state;  // undefined when the dataset has no generator of its own
 };
+
+/// Where `data` stands in its walk.
+DatasetPosition position_of(const Dataset& data);
+/// Puts `data` where `saved` says (its generator's state too, when both have one).
+void put_back(Dataset& data, const DatasetPosition& saved);
 
 /// The loop's part of a checkpoint: what save() writes, and what read() returns checked and
 /// commit() applies. Its fields are listed in loop_state.cpp.

@@ -339,15 +339,19 @@ void Optimizer::update_from(const Monitors& monitors, std::vector<torch::Tensor>
   }
 }
 
-Monitors Optimizer::evaluate(Dataset& data) {
+Monitors Optimizer::evaluate(Dataset& data) { return evaluate(data, nullptr); }
+
+Monitors Optimizer::evaluate(Dataset& data,
+                             const std::function<void(int64_t, const Monitors&)>& after_batch) {
   require_loss("evaluate()");
   torch::NoGradGuard no_grad;
   const detail::PhaseScope phase(Phase::kValidation);
   detail::PassProgress totals;
-  for (int64_t b = 0; b < data.iteration_size(); ++b) {
+  for (int64_t b = 0; !data.pass_over(b); ++b) {
     const Batch batch = data.next();
     const Monitors monitors = evaluate_batch(batch).second;
     detail::add_weighted(totals, monitors, static_cast<double>(data.samples(batch)));
+    if (after_batch) after_batch(b + 1, monitors);
   }
   ranks_->agree(totals);
   return detail::weighted_mean(totals);

@@ -138,12 +138,12 @@ std::string format_of(const std::string& path) {
 
 // ---- versions ----
 
-TEST_F(Quiet, WritesFormatVersion2) {
-  TemporaryFolder folder("format2");
+TEST_F(Quiet, WritesFormatVersion3) {
+  TemporaryFolder folder("format3");
   const auto path = folder.file("a.ckpt");
   auto w = torch::ones({3});
   downhill::build("sgd", {{"w", w}}, downhill::Options())->save_checkpoint(path);
-  EXPECT_EQ(format_of(path), "downhill-checkpoint-2");
+  EXPECT_EQ(format_of(path), "downhill-checkpoint-3");
 }
 
 // tests/data/checkpoint_v1.ckpt was written by the last downhill of format 1
@@ -231,9 +231,9 @@ TEST_F(Quiet, ANewerOrUnknownFormatIsRefusedNamingIt) {
   auto opt = downhill::build("sgd", {{"w", w}}, downhill::Options());
   opt->save_checkpoint(path);
   const auto newer = folder.file("newer.ckpt");
-  rewrite(path, newer, set_entry("format", c10::IValue(std::string("downhill-checkpoint-3"))));
+  rewrite(path, newer, set_entry("format", c10::IValue(std::string("downhill-checkpoint-4"))));
   expect_refused<std::runtime_error>(*opt, {w}, newer,
-                                     {newer, "format version 3", "versions 1 to 2", "newer"});
+                                     {newer, "format version 4", "versions 1 to 3", "newer"});
   for (const auto* tag : {"downhill-checkpoint-0", "downhill-checkpoint-x", "other"}) {
     SCOPED_TRACE(tag);
     const auto odd = folder.file("odd.ckpt");
@@ -343,6 +343,14 @@ TEST_F(Quiet, ValuesTheOptimizerCannotHoldAreRefusedNamingTheEntry) {
        c10::IValue(torch::tensor({std::nan("")}, torch::kDouble)),
        {"group_settings_0"}},
       {"a missing entry", "update_count", c10::IValue(), {"lacks the entry 'update_count'"}},
+      {"a stop of no name",
+       "stop",
+       c10::IValue(std::string("sideways")),
+       {"'stop' is 'sideways'", "names no way a run stops"}},
+      {"a format 3 file without why the run stopped",
+       "stop",
+       c10::IValue(),
+       {"lacks the entry 'stop'"}},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.label);

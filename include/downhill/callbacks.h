@@ -54,6 +54,9 @@ struct RunView {
   StopReason stop;
   /// The reason text given with a callback's stop (RunSummary::stop_detail); else empty.
   const std::string& stop_detail;
+  /// on_validation_batch: the batches evaluated so far by the validation in progress (this one
+  /// included); 0 for the other hooks.
+  int64_t validation_steps = 0;
 };
 
 /// The base of a callback: override the hooks you need. Add one with
@@ -71,6 +74,9 @@ class Callback {
   /// A validation has run (before the pass it precedes, or the closing one of a
   /// max_passes or max_steps stop); the best is updated.
   virtual void on_validation(const RunView& /*run*/) {}
+  /// A batch of a validation was evaluated: run.monitors are its monitors (not yet averaged),
+  /// run.validation_steps counts the validation's batches so far. Before on_validation.
+  virtual void on_validation_batch(const RunView& /*run*/) {}
   /// A pass over the training data starts.
   virtual void on_pass_start(const RunView& /*run*/) {}
   /// A batch was trained: its update applied, skipped, or (with accumulate) summed.
@@ -89,7 +95,8 @@ class Callback {
   /// Asks the run to stop (StopReason::kCallback, with `reason` in the log and in
   /// last_run().stop_detail), from inside a hook. The first stop asked wins. Asked during a
   /// pass (on_pass_start, on_update), the pass is left where it stands, as by Ctrl-C; asked
-  /// at a validation, the pass after it does not run; asked at a pass's end, the loop
+  /// at a validation (on_validation_batch, on_validation), the validation finishes and the
+  /// pass after it does not run; asked at a pass's end, the loop
   /// yields that pass and stops before the next.
   void request_stop(std::string reason) { stop_request_ = std::move(reason); }
 

@@ -29,7 +29,7 @@ class DatasetOptions {
   }
   int64_t batch_size() const noexcept { return batch_size_; }
   /// Batches per pass; >= 1. Default: the number of slices (100 for a generator,
-  /// 1 for a dataset of no tensors).
+  /// 1 for a dataset of no tensors, one walk of the range for a range's).
   DatasetOptions& iteration_size(int64_t value) {
     iteration_size_ = value;
     return *this;
@@ -83,6 +83,10 @@ class DatasetOptions {
 /// call to the generator. A dataset of no tensors (`Dataset(Batch{})`) yields
 /// empty batches, for losses that need no data.
 ///
+/// From a range (from_range() in range_dataset.h: a torch::data DataLoader, a vector of
+/// batches, ...): each pass is one walk of the range from its beginning to its end, or, with
+/// iteration_size set, that many batches, a walk that ends starting the next.
+///
 /// A sparse COO tensor (layout torch::kSparse), alone or beside dense ones, is split
 /// along axis 0 only: it is coalesced once, and each of its batches is a coalesced
 /// sparse COO tensor of its rows (values shared with the coalesced tensor, indices
@@ -97,23 +101,39 @@ class Dataset {
   /// Calls `generator` for each batch.
   explicit Dataset(std::function<Batch()> generator, DatasetOptions options = {});
 
+  /// One walk of a range: each call gives its next batch, and std::nullopt at its end.
+  using Walk = std::function<std::optional<Batch>()>;
+  /// Batches from walks of a range, each begun by `start_walk` (from_range() in
+  /// range_dataset.h builds one from any range). Throws std::invalid_argument when
+  /// `start_walk` is empty; a walk that yields no batch at all is refused when it is walked.
+  static Dataset of_walks(std::function<Walk()> start_walk, DatasetOptions options = {});
+
   const std::string& name() const noexcept { return options_.name(); }
   const DatasetOptions& options() const noexcept { return options_; }
-  /// Batches in one pass.
+  /// Batches in one pass. A range's without iteration_size set: the length of its latest
+  /// complete walk, 0 until one has ended.
   int64_t iteration_size() const noexcept { return iteration_size_; }
+  /// Whether a pass that has taken `batches` batches is over: at iteration_size() batches, or,
+  /// for a range without iteration_size set, at the end of its walk (a pass that has taken
+  /// none starts a new walk). May start a walk, or take the next batch ahead, as peek() does.
+  bool pass_over(int64_t batches);
+  /// Whether the batches come from walks of a range (of_walks(), from_range()).
+  bool walks() const noexcept { return static_cast<bool>(start_walk_); }
   /// Number of slices, i.e. batches in one round of the data (tensor datasets; 1 for a
-  /// dataset of no tensors, 0 for a generator).
+  /// dataset of no tensors, 0 for a generator or a range).
   int64_t slice_count() const noexcept { return static_cast<int64_t>(slices_.size()); }
   /// The current order: indices into the slices, or, with shuffle_samples, into the
   /// samples (batch k holds samples order()[k·batch_size, (k+1)·batch_size)).
   const std::vector<int64_t>& order() const noexcept { return order_; }
   /// Index of the next batch in this round of the data, in [0, slice_count()) (tensor
-  /// datasets).
+  /// datasets); for a range, the batches taken from the walk in progress (0 when none is).
   int64_t position() const noexcept { return position_; }
 
   /// Puts the dataset where a checkpoint found it: `order` must be a permutation of
   /// the slices (of the samples, with shuffle_samples) and `position` the index of a
-  /// batch. Throws std::invalid_argument, changing nothing, otherwise.
+  /// batch. Throws std::invalid_argument, changing nothing, otherwise. A range's order is
+  /// empty, and its position is reached by starting a new walk and dropping that many
+  /// batches (the same batches for a range of fixed order, others for a shuffling one).
   void restore_position(std::vector<int64_t> order, int64_t position);
   /// Throws the std::invalid_argument restore_position(order, position) would, changing
   /// nothing; returns normally when they fit.
@@ -141,8 +161,14 @@ class Dataset {
   int64_t samples(const Batch& batch) const;
 
  private:
+  explicit Dataset(DatasetOptions options) : options_(std::move(options)) {}
   void reshuffle();
-  void check_generated(const Batch& batch);
+  // std::invalid_argument unless `batch` holds as many tensors as the first (at least one);
+  // `source` names where it came from ("the generator", "the range").
+  void check_arity(const Batch& batch, const char* source);
+  // The walk's next batch into peeked_, starting a walk when none is in progress (dropping
+  // the batches a restored position skips); false when the walk has ended.
+  bool fetch_from_walk();
   bool gathers() const noexcept { return !arrays_.empty(); }
   Batch gather(int64_t batch_index);
 
@@ -158,6 +184,9 @@ class Dataset {
   torch::Tensor sample_order_;
   std::vector<Batch> gather_buffers_;
   std::function<Batch()> generator_;
+  std::function<Walk()> start_walk_;
+  Walk walk_;              // the walk in progress; empty when none is
+  int64_t walk_skip_ = 0;  // batches the next walk drops (a restored position)
   std::optional<Batch> peeked_;
   int64_t generated_arity_ = -1;
   std::vector<int64_t> order_;

@@ -16,6 +16,7 @@
 #include <downhill/options.h>
 #include <downhill/params.h>
 #include <downhill/phase.h>
+#include <downhill/range_dataset.h>
 #include <downhill/registry.h>
 #include <downhill/rule.h>
 #include <downhill/run_summary.h>

@@ -11,6 +11,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -90,6 +91,10 @@ class Optimizer {
   Monitors step(const Batch& batch);
   /// Monitors averaged over one pass of `data` (weighted by samples); no update.
   Monitors evaluate(Dataset& data);
+  /// As evaluate(data), calling `after_batch(batches, monitors)` after each batch with the
+  /// batches evaluated so far and that batch's monitors (a progress display, say).
+  Monitors evaluate(Dataset& data,
+                    const std::function<void(int64_t, const Monitors&)>& after_batch);
   /// The loop (docs/guide.md, "The loop") as a range: one (training, validation) pair per pass.
   /// Validation uses `train` when `valid` is null. Both must outlive the range.
   Iteration iterate(Dataset& train, Dataset* valid = nullptr);

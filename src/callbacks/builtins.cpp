@@ -20,7 +20,7 @@ void add_builtin_callbacks(CallbackList& run, const RunParts& parts, Dataset& tr
                            Dataset* valid) {
   // The progress line is cleared before anything logs; the log lines come before the files
   // are written, and the history before the checkpoint.
-  run.add(std::make_shared<ProgressLine>(parts.loop, train));
+  run.add(std::make_shared<ProgressLine>(parts.loop, train, valid ? *valid : train));
   run.add(std::make_shared<DivergenceCheck>(parts.loop, parts.engine, run));
   run.add(std::make_shared<ReduceOnPlateau>(parts.loop, parts.engine));
   run.add(std::make_shared<RunLog>());
