@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -174,6 +175,10 @@ struct Iteration::Impl {
     const auto& limit = optimizer.options().max_steps();
     return limit && optimizer.update_count() >= *limit;
   }
+  // The tolerance (gradient_tolerance, step_tolerance, loss_tolerance) that the update just
+  // applied reached, if any; `batch` holds its batch's loss. Data-parallel, the gradient and
+  // the step are the same on every rank, and the loss's is reached when every rank's is.
+  std::optional<StopReason> tolerance_reached(const Monitors& batch);
   void update_seconds() { loop.counters.seconds = elapsed_seconds(); }
   double elapsed_seconds() const {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
@@ -201,7 +206,10 @@ struct Iteration::Impl {
   Dataset* valid;
   detail::CallbackList callbacks;  // the built-ins, then the user's
   std::chrono::steady_clock::time_point run_start;
-  bool resumed = false;  // the run continues a checkpoint
+  bool resumed = false;                 // the run continues a checkpoint
+  std::optional<double> previous_loss;  // of the run's latest update (loss_tolerance)
+  // A tolerance reached at a pass's last update stops the run before the next pass.
+  std::optional<StopReason> stop_before_next_pass;
   std::optional<detail::InterruptGuard> interrupt;
   value_type current;
   bool started = false;
@@ -285,6 +293,8 @@ bool Iteration::Impl::start_run() {
   counters.stop_detail.clear();
   counters.closing_validation = {};
   loop.interrupt_requested = false;
+  previous_loss.reset();
+  stop_before_next_pass.reset();
   detail::add_builtin_callbacks(
       callbacks, detail::RunParts{optimizer, engine, loop, ranks, user_callbacks}, train, valid);
   for (const auto& callback : user_callbacks) callbacks.add(callback);
@@ -305,6 +315,28 @@ bool Iteration::Impl::stop_still_holds(StopReason reason) const {
     default:  // Ctrl-C, a divergence or a callback's stop: the re-run goes on
       return false;
   }
+}
+
+std::optional<StopReason> Iteration::Impl::tolerance_reached(const Monitors& batch) {
+  const auto& options = optimizer.options();
+  if (options.gradient_tolerance() > 0 &&
+      engine.last_gradient_max() <= options.gradient_tolerance()) {
+    return StopReason::kGradientTolerance;
+  }
+  if (options.step_tolerance() > 0 && engine.last_step_max() <= options.step_tolerance()) {
+    return StopReason::kStepTolerance;
+  }
+  if (options.loss_tolerance() <= 0) return std::nullopt;
+  const double loss =
+      batch.contains("loss") ? batch.at("loss") : std::numeric_limits<double>::quiet_NaN();
+  // A NaN compares false: a non-finite loss never reaches the tolerance.
+  const bool reached =
+      previous_loss &&
+      std::abs(*previous_loss - loss) / std::max({std::abs(*previous_loss), std::abs(loss), 1.0}) <=
+          options.loss_tolerance();
+  previous_loss = loss;
+  if (ranks.any(!reached, "the loss changed by more than loss_tolerance")) return std::nullopt;
+  return StopReason::kLossTolerance;
 }
 
 void Iteration::Impl::end_already_stopped(StopReason reason) {
@@ -427,6 +459,7 @@ Monitors Iteration::Impl::train_pass() {
   if (callbacks.stopping()) return {};
   for (int64_t b = pass.steps; !train.pass_over(b); ++b) {
     const Batch batch = train.next();
+    const int64_t updates_before = optimizer.update_count();
     Monitors monitors;
     try {
       monitors = optimizer.step(batch);
@@ -443,8 +476,15 @@ Monitors Iteration::Impl::train_pass() {
     // The step limit stops the run right after the update that reaches it, inside the pass,
     // which a checkpoint then resumes as Ctrl-C's does. Reached at the pass's last batch, the
     // pass ends (counted and yielded) and advance() stops before the next.
-    if (step_limit_reached() && !train.pass_over(b + 1)) {
-      callbacks.request(StopReason::kMaxSteps);
+    // A tolerance reached stops the run as the step limit does.
+    const auto tolerance = optimizer.update_count() != updates_before ? tolerance_reached(monitors)
+                                                                      : std::optional<StopReason>();
+    if (tolerance || step_limit_reached()) {
+      if (!train.pass_over(b + 1)) {
+        callbacks.request(tolerance ? *tolerance : StopReason::kMaxSteps);
+      } else if (tolerance) {
+        stop_before_next_pass = tolerance;
+      }
     }
     // Ctrl-C on any rank stops every rank after the same step (the step agreed on it).
     if (loop.interrupt_requested) callbacks.request(StopReason::kInterrupted);
@@ -468,7 +508,9 @@ bool Iteration::Impl::end_run() {
   // before the checkpoint (on_stop) and counted after it: the checkpoint holds the run as it
   // stood, so that a run with a higher limit continues it exactly, and the closing validation
   // beside it, so that a re-run with the same limit ends as this run does.
-  const bool closes = reason == StopReason::kMaxPasses || reason == StopReason::kMaxSteps;
+  const bool closes = reason == StopReason::kMaxPasses || reason == StopReason::kMaxSteps ||
+                      reason == StopReason::kGradientTolerance ||
+                      reason == StopReason::kLossTolerance || reason == StopReason::kStepTolerance;
   if (closes) counters.closing_validation = measure_closing_validation();
   notify(&Callback::on_stop, no_monitors());
   if (closes) {
@@ -528,6 +570,7 @@ bool Iteration::Impl::advance() {
     log_settings(*log, optimizer.name(), options);
     agree_on_stop();
   }
+  if (stop_before_next_pass) callbacks.request(*stop_before_next_pass);
   if (options.max_passes() && counters.passes >= *options.max_passes()) {
     callbacks.request(StopReason::kMaxPasses);
   }

@@ -163,9 +163,9 @@ void write_stop(const Record& r, EntryWriter& out) {
 
 void read_stop(EntryReader& in, const LoopContext&, Record& r) {
   const std::string name = in.text("stop");
-  for (const auto reason : {StopReason::kNotStopped, StopReason::kPatience, StopReason::kMaxPasses,
-                            StopReason::kInterrupted, StopReason::kDiverged, StopReason::kLeft,
-                            StopReason::kCallback, StopReason::kMaxSteps}) {
+  // The reasons are numbered from kNotStopped (0) to kStepTolerance, the last.
+  for (int code = 0; code <= static_cast<int>(StopReason::kStepTolerance); ++code) {
+    const auto reason = static_cast<StopReason>(code);
     if (to_string(reason) == name) {
       r.counters.stop = reason;
       return;

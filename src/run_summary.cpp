@@ -12,6 +12,12 @@ std::string_view to_string(StopReason reason) {
       return "max_passes";
     case StopReason::kMaxSteps:
       return "max_steps";
+    case StopReason::kGradientTolerance:
+      return "gradient_tolerance";
+    case StopReason::kLossTolerance:
+      return "loss_tolerance";
+    case StopReason::kStepTolerance:
+      return "step_tolerance";
     case StopReason::kInterrupted:
       return "interrupted";
     case StopReason::kDiverged:

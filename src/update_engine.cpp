@@ -454,6 +454,7 @@ bool UpdateEngine::apply(const std::vector<at::Tensor>& grads, const std::vector
         return false;
       });
   if (!judged) return false;
+  measure_before_commit(grads);
   for_each_update(already_clipped, nesterov,
                   [&](size_t i, const ChainSettings& chain, size_t group) {
                     const auto context = update_context(group);
@@ -466,9 +467,42 @@ bool UpdateEngine::apply(const std::vector<at::Tensor>& grads, const std::vector
     if (params_.is_frozen(params_.group_of(i))) continue;
     guard_.record(i, params_.tensor(i), velocity_[i], state_[i]);
   }
+  measure_step();
   ++update_count_;
   last_update_applied_ = true;
   return true;
+}
+
+void UpdateEngine::measure_before_commit(const std::vector<at::Tensor>& grads) {
+  last_gradient_max_ = 0.0;
+  last_step_max_ = 0.0;
+  const bool gradient = options().gradient_tolerance() > 0;
+  const bool step = options().step_tolerance() > 0;
+  if (!gradient && !step) return;
+  params_before_.resize(params_.size());
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (params_.is_frozen(params_.group_of(i))) continue;
+    if (gradient && grads[i].numel() > 0) {
+      last_gradient_max_ = std::max(last_gradient_max_, grads[i].abs().max().item<double>());
+    }
+    if (!step) continue;
+    auto& before = params_before_[i];
+    const auto& param = params_.tensor(i);
+    if (before.defined() && before.sizes() == param.sizes() && before.dtype() == param.dtype()) {
+      before.copy_(param);
+    } else {
+      before = param.detach().clone();
+    }
+  }
+}
+
+void UpdateEngine::measure_step() {
+  if (options().step_tolerance() <= 0) return;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (params_.is_frozen(params_.group_of(i)) || params_.tensor(i).numel() == 0) continue;
+    last_step_max_ = std::max(last_step_max_,
+                              (params_.tensor(i) - params_before_[i]).abs().max().item<double>());
+  }
 }
 
 bool UpdateEngine::add_to_window(std::vector<at::Tensor>& grads) {

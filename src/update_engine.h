@@ -95,6 +95,11 @@ class UpdateEngine {
   at::Tensor& velocity(size_t index);
   int64_t update_count() const noexcept { return update_count_; }
   bool last_update_applied() const noexcept { return last_update_applied_; }
+  /// With gradient_tolerance set, the latest applied update's largest gradient element in
+  /// magnitude over the updated parameters (before clipping); with step_tolerance set, its
+  /// largest parameter change. 0 when not measured.
+  double last_gradient_max() const noexcept { return last_gradient_max_; }
+  double last_step_max() const noexcept { return last_step_max_; }
   const std::string& last_skip_reason() const noexcept { return last_skip_reason_; }
 
   /// Checkpoints (engine_checkpoint.cpp): save() writes the engine's fields; read() reads
@@ -147,6 +152,10 @@ class UpdateEngine {
   std::vector<Options> group_options_;  // [0] is the optimizer's options
   std::unique_ptr<UpdateRule> rule_;
   // Per group: the rule's constants for the update in progress (made once, reused), and
+  // The tolerances' measures of the update in progress: the gradient's before its commit
+  // (and the parameters, kept), the step's after.
+  void measure_before_commit(const std::vector<at::Tensor>& grads);
+  void measure_step();
   // whether it holds parameters of float and of double dtype.
   std::vector<std::unique_ptr<RuleConstants>> rule_constants_;
   std::vector<std::array<bool, 2>> group_dtypes_;
@@ -161,6 +170,11 @@ class UpdateEngine {
   GroupSettings run_settings_;  // for the next run; empty when none
   int64_t update_count_ = 0;
   bool last_update_applied_ = true;
+  // The tolerances' measures (docs/guide.md, "Tolerances"), and for step_tolerance the
+  // parameters before the update in progress (buffers kept between updates).
+  double last_gradient_max_ = 0.0;
+  double last_step_max_ = 0.0;
+  std::vector<at::Tensor> params_before_;
   std::string last_skip_reason_;
 };
 

@@ -145,6 +145,9 @@ const std::vector<std::string> kSettingNames = {"algo",
                                                 "batch_size",
                                                 "max_passes",
                                                 "max_steps",
+                                                "gradient_tolerance",
+                                                "loss_tolerance",
+                                                "step_tolerance",
                                                 "train_batches",
                                                 "valid_batches",
                                                 "max_nonfinite",
@@ -168,7 +171,7 @@ std::string value_of(const std::vector<std::pair<std::string, std::string>>& set
 
 TEST(PublicOptions, SettingsListsEveryNameInDeclarationOrder) {
   const auto settings = downhill::Options().settings();
-  ASSERT_EQ(settings.size(), 44u);
+  ASSERT_EQ(settings.size(), 47u);
   std::vector<std::string> names;
   for (const auto& [name, value] : settings) names.push_back(name);
   EXPECT_EQ(names, kSettingNames);
@@ -216,7 +219,7 @@ TEST(PublicOptions, SettingsGiveTheValuesSet) {
                             .checkpoint("run.ckpt")
                             .resume(true)
                             .settings();
-  ASSERT_EQ(settings.size(), 44u);
+  ASSERT_EQ(settings.size(), 47u);
   const std::vector<std::pair<std::string, std::string>> expected_head = {
       {"algo", "adam"}, {"learning_rate", "0.5"}, {"momentum", "0.25"}, {"nesterov", "true"}};
   EXPECT_EQ(std::vector(settings.begin(), settings.begin() + 4), expected_head);
@@ -228,10 +231,10 @@ TEST(PublicOptions, SettingsGiveTheValuesSet) {
   // max_updates is the seed's name for max_passes, listed under its own name.
   EXPECT_EQ(settings[31], (std::pair<std::string, std::string>{"max_passes", "7"}));
   EXPECT_EQ(settings[32], (std::pair<std::string, std::string>{"max_steps", "unset"}));
-  EXPECT_EQ(settings[33], (std::pair<std::string, std::string>{"train_batches", "3"}));
-  EXPECT_EQ(settings[34], (std::pair<std::string, std::string>{"valid_batches", "unset"}));
-  EXPECT_EQ(settings[36], (std::pair<std::string, std::string>{"checkpoint", "run.ckpt"}));
-  EXPECT_EQ(settings[38], (std::pair<std::string, std::string>{"resume", "true"}));
+  EXPECT_EQ(settings[36], (std::pair<std::string, std::string>{"train_batches", "3"}));
+  EXPECT_EQ(settings[37], (std::pair<std::string, std::string>{"valid_batches", "unset"}));
+  EXPECT_EQ(settings[39], (std::pair<std::string, std::string>{"checkpoint", "run.ckpt"}));
+  EXPECT_EQ(settings[41], (std::pair<std::string, std::string>{"resume", "true"}));
 }
 
 TEST(PublicOptions, ToStringOfEachHvMethod) {

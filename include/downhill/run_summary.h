@@ -19,13 +19,17 @@ enum class StopReason {
   kLeft,         ///< the caller left the range (`break`, or an exception from the loss)
   kCallback,     ///< a callback asked (Callback::request_stop; RunSummary::stop_detail says why)
   kMaxSteps,     ///< `max_steps` optimizer updates were applied (Optimizer::update_count())
+  kGradientTolerance,  ///< an update's gradient was within `gradient_tolerance` (its ||g||inf)
+  kLossTolerance,      ///< an update's loss changed by at most `loss_tolerance`, relative
+  kStepTolerance,      ///< an update changed no parameter element by more than `step_tolerance`
   /// kMaxPasses under its seed's name, kept for code written for it (`max_updates` counts
   /// passes).
   kMaxUpdates = kMaxPasses,
 };
 
 /// The name of a StopReason: "not stopped", "patience", "max_passes" (kMaxPasses, alias
-/// kMaxUpdates), "max_steps", "interrupted", "diverged", "left" or "callback".
+/// kMaxUpdates), "max_steps", "interrupted", "diverged", "left", "callback",
+/// "gradient_tolerance", "loss_tolerance" or "step_tolerance" (the setting that stopped it).
 std::string_view to_string(StopReason reason);
 
 /// The latest run of iterate() / minimize() on an optimizer (Optimizer::last_run()).
@@ -41,8 +45,9 @@ struct RunSummary {
   /// Training passes run, and updates applied by the optimizer (its update_count()).
   int64_t passes = 0;
   int64_t updates = 0;
-  /// Why the run stopped. The parameters are the best's after kPatience, kMaxPasses,
-  /// kMaxSteps, kInterrupted, kDiverged and kCallback, and the last step's after kLeft.
+  /// Why the run stopped. The parameters are the best's after every stop but kLeft (a
+  /// tolerance stop, as a limit's, ends with a closing validation, so the best can be the
+  /// last step's), and the last step's after kLeft.
   StopReason stop = StopReason::kNotStopped;
   /// kCallback: the reason the callback gave; kDiverged: the DivergenceError's message;
   /// empty for the other stops.

@@ -74,6 +74,15 @@
   X(std::optional<int64_t>, max_steps, std::nullopt, kLoop, checks::integer_at_least(1), false,    \
     true, "Stop right after the update that brings update_count() to this many, even inside a "    \
     "pass (unset: no limit); skipped updates do not count; >= 1.")                                 \
+  X(double, gradient_tolerance, 0.0, kLoop, checks::non_negative(), false, true,                   \
+    "Stop after an update whose gradient's largest element in magnitude (||g||inf over every "     \
+    "updated parameter, of the gradient the update used) is at most this; 0 = off.")              \
+  X(double, loss_tolerance, 0.0, kLoop, checks::non_negative(), false, true,                       \
+    "Stop after an update whose batch loss changed from the previous update's by at most this, "   \
+    "relative: |f_prev - f| / max(|f_prev|, |f|, 1); 0 = off.")                                    \
+  X(double, step_tolerance, 0.0, kLoop, checks::non_negative(), false, true,                       \
+    "Stop after an update that changed no parameter element by more than this (||dp||inf); "       \
+    "0 = off.")                                                                                    \
   X(std::optional<int64_t>, train_batches, std::nullopt, kLoop, checks::integer_at_least(1),       \
     false, true, "Batches per training pass when minimize() wraps the data (unset: all); >= 1.")   \
   X(std::optional<int64_t>, valid_batches, std::nullopt, kLoop, checks::integer_at_least(1),       \
