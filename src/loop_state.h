@@ -58,6 +58,9 @@ struct LoopCounters {
   int64_t plateau_cooldown = 0;  // validations left before those count again
   Monitors last_validation;
   PassProgress pass;
+  // The loss's calls and the gradients computed since the run began or resumed; not saved.
+  int64_t loss_evaluations = 0;
+  int64_t gradient_evaluations = 0;
 };
 
 /// A dataset's place in its walk, as a checkpoint saves it.

@@ -238,6 +238,7 @@ void Optimizer::require_loss(const char* call) const {
 }
 
 std::pair<torch::Tensor, Monitors> Optimizer::evaluate_batch(const Batch& batch) const {
+  ++loop_->counters.loss_evaluations;
   Evaluation evaluation = loss_(batch);
   check_evaluation(evaluation);
   Monitors monitors;
@@ -247,6 +248,7 @@ std::pair<torch::Tensor, Monitors> Optimizer::evaluate_batch(const Batch& batch)
 }
 
 std::vector<torch::Tensor> Optimizer::gradients(const torch::Tensor& loss, bool create_graph) {
+  ++loop_->counters.gradient_evaluations;
   if (!loss.requires_grad()) {
     throw std::invalid_argument(
         "downhill: the loss does not depend on any parameter that requires grad");
@@ -371,6 +373,9 @@ RunSummary Optimizer::last_run() const {
   summary.best_validation = counters.best_validation;
   summary.passes = counters.passes;
   summary.updates = update_count();
+  summary.loss_evaluations = counters.loss_evaluations;
+  summary.gradient_evaluations = counters.gradient_evaluations;
+  summary.gradient_norm = engine_->last_gradient_norm();
   summary.stop = counters.stop;
   summary.stop_detail = counters.stop_detail;
   return summary;

@@ -468,6 +468,9 @@ bool UpdateEngine::apply(const std::vector<at::Tensor>& grads, const std::vector
     guard_.record(i, params_.tensor(i), velocity_[i], state_[i]);
   }
   measure_step();
+  // Of the norms read_gradients() found, not recomputed; hypot cannot overflow.
+  last_gradient_norm_ = 0.0;
+  for (const double norm : grad_norms_) last_gradient_norm_ = std::hypot(last_gradient_norm_, norm);
   ++update_count_;
   last_update_applied_ = true;
   return true;

@@ -12,6 +12,7 @@
 
 #include <array>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -100,6 +101,9 @@ class UpdateEngine {
   /// largest parameter change. 0 when not measured.
   double last_gradient_max() const noexcept { return last_gradient_max_; }
   double last_step_max() const noexcept { return last_step_max_; }
+  /// The L2 norm of the latest applied update's gradient over the updated parameters
+  /// (before clipping); NaN before any update.
+  double last_gradient_norm() const noexcept { return last_gradient_norm_; }
   const std::string& last_skip_reason() const noexcept { return last_skip_reason_; }
 
   /// Checkpoints (engine_checkpoint.cpp): save() writes the engine's fields; read() reads
@@ -174,6 +178,7 @@ class UpdateEngine {
   // parameters before the update in progress (buffers kept between updates).
   double last_gradient_max_ = 0.0;
   double last_step_max_ = 0.0;
+  double last_gradient_norm_ = std::numeric_limits<double>::quiet_NaN();
   std::vector<at::Tensor> params_before_;
   std::string last_skip_reason_;
 };

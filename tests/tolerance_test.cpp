@@ -85,6 +85,26 @@ TEST(Tolerance, GradientToleranceStopsAfterTheUpdateWhoseGradientIsWithinIt) {
   // The closing validation found the last point the best: w = 2^−8.
   EXPECT_EQ(problem.final_w(), std::ldexp(1.0, -static_cast<int>(expected)));
   EXPECT_THAT(problem.log, HasSubstr("stopped (gradient_tolerance) after 0 passes and 8 updates"));
+  // What it took: 8 steps, each a loss and a gradient, and 2 validations (before pass 1 and
+  // the closing one) of a pass of 100 empty batches, each a loss; the last update's gradient
+  // was w_7 = 2^−7.
+  EXPECT_EQ(summary.loss_evaluations, 8 + 2 * 100);
+  EXPECT_EQ(summary.gradient_evaluations, 8);
+  EXPECT_EQ(summary.gradient_norm, std::ldexp(1.0, -7));
+}
+
+TEST(Tolerance, BeforeAnyUpdateTheGradientNormIsNaN) {
+  auto w = torch::ones({1}, torch::requires_grad());
+  auto opt = downhill::build("sgd", {{"w", w}}, Options());
+  EXPECT_TRUE(std::isnan(opt->last_run().gradient_norm));
+  EXPECT_EQ(opt->last_run().gradient_evaluations, 0);
+  // apply() computes no gradient itself; its update's gradient norm is that of the one given:
+  // sqrt(3² + 4²) = 5.
+  auto v = torch::ones({2}, torch::requires_grad());
+  auto two = downhill::build("sgd", {{"w", w}, {"v", v}}, Options());
+  ASSERT_TRUE(two->apply({torch::tensor({3.0f}), torch::tensor({0.0f, -4.0f})}));
+  EXPECT_EQ(two->last_run().gradient_norm, 5.0);
+  EXPECT_EQ(two->last_run().gradient_evaluations, 0);
 }
 
 TEST(Tolerance, StepToleranceStopsAfterTheUpdateThatMovedNoElementFurther) {

@@ -4,6 +4,7 @@
 #include <downhill/monitors.h>
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <string_view>
 
@@ -45,6 +46,14 @@ struct RunSummary {
   /// Training passes run, and updates applied by the optimizer (its update_count()).
   int64_t passes = 0;
   int64_t updates = 0;
+  /// Calls of the loss (training steps and validations) and gradients computed (backward
+  /// passes) by this optimizer since the run began, in this process: a run resumed from a
+  /// checkpoint counts from its resume. (step() and evaluate() called by hand count too.)
+  int64_t loss_evaluations = 0;
+  int64_t gradient_evaluations = 0;
+  /// The L2 norm, over every updated parameter, of the gradient that the optimizer's latest
+  /// applied update used (before clipping); NaN before any update.
+  double gradient_norm = std::numeric_limits<double>::quiet_NaN();
   /// Why the run stopped. The parameters are the best's after every stop but kLeft (a
   /// tolerance stop, as a limit's, ends with a closing validation, so the best can be the
   /// last step's), and the last step's after kLeft.
