@@ -15,6 +15,8 @@
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <string>
+#include <string_view>
 
 #include "callback_list.h"
 #include "callbacks/builtins.h"
@@ -38,18 +40,26 @@ const Monitors& no_monitors() {
   return none;
 }
 
-// Rethrows the exception in flight with `context` added, keeping its standard type.
+// Rethrows the exception in flight with `context` ("downhill: SGD pass 1, batch 2: ") added,
+// keeping its standard type; a message of downhill's own loses its "downhill: ", which the
+// context begins with already.
 [[noreturn]] void rethrow_with_context(const std::string& context) {
+  auto with_context = [&](const char* what) {
+    constexpr std::string_view kPrefix = "downhill: ";
+    std::string_view message = what;
+    if (message.substr(0, kPrefix.size()) == kPrefix) message.remove_prefix(kPrefix.size());
+    return context + std::string(message);
+  };
   try {
     throw;
   } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument(context + e.what());
+    throw std::invalid_argument(with_context(e.what()));
   } catch (const std::out_of_range& e) {
-    throw std::out_of_range(context + e.what());
+    throw std::out_of_range(with_context(e.what()));
   } catch (const std::logic_error& e) {
-    throw std::logic_error(context + e.what());
+    throw std::logic_error(with_context(e.what()));
   } catch (const std::exception& e) {
-    throw std::runtime_error(context + e.what());
+    throw std::runtime_error(with_context(e.what()));
   }
 }
 

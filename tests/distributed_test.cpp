@@ -313,7 +313,7 @@ TEST(Distributed, RanksWhoseSchedulesDifferStopWithTheSameErrorBeforeTheFirstUpd
   const auto ranks = run(folder, "ranks", 2, {"train", "sgd", "schedule0=1", "schedule1=0.5"}, 3);
   for (const auto& result : ranks) {
     // At the first update, before anything is sent.
-    EXPECT_NE(result.find("pass 1, batch 1: downhill: distributed: the ranks disagree on "
+    EXPECT_NE(result.find("downhill: SGD pass 1, batch 1: distributed: the ranks disagree on "
                           "learning_rate_schedule(0): 0.5 on some ranks, 1 on others; "),
               std::string::npos)
         << result;

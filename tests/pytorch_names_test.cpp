@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <stdexcept>
 #include <string>
 
 #include "test_support.h"
@@ -63,6 +64,13 @@ TEST(AdamW, FirstUpdateIsTorchsAdamW) {
   ASSERT_TRUE(opt->apply({torch::full({1}, 0.5, torch::kDouble)}));
   const double expected = 1 - 1e-3 * 1e-2 - 1e-3 * 0.5 / (0.5 + 1e-8);
   EXPECT_NEAR(params.tensor(0).item<double>(), expected, 1e-15);
+}
+
+TEST(AdamW, RefusalsNameAdamW) {
+  const auto message = downhill::testing::message_of<std::invalid_argument>([] {
+    downhill::build("adamw", {{"w", torch::ones({1})}}, downhill::Options().rms_regularizer(0));
+  });
+  EXPECT_THAT(message, HasSubstr("setting rms_regularizer = 0 is invalid for AdamW;"));
 }
 
 TEST(Lion, TakesThePapersBetasWhenLeftUnset) {

@@ -28,6 +28,14 @@ const Hyperparameters& hyperparameters() {
   return declared;
 }
 
+// Refusals of settings Adam's rule cannot use, naming `algorithm` (Adam or AdamW).
+void check_adam_options(const char* algorithm, const Options& options, at::ScalarType dtype) {
+  const auto& h = hyperparameters();
+  refuse::unless_regularizer_normal(algorithm, options, dtype);
+  refuse::unless_weight_below_one(algorithm, "beta1_halflife", h.beta1_halflife(options));
+  refuse::unless_weight_below_one(algorithm, "beta2_halflife", h.beta2_halflife(options));
+}
+
 template <typename V>
 struct Adam {
   static constexpr const char* name = "Adam";
@@ -39,10 +47,7 @@ struct Adam {
   }
   static void declare_settings() { hyperparameters(); }
   static void check_options(const Options& options, at::ScalarType dtype) {
-    const auto& h = hyperparameters();
-    refuse::unless_regularizer_normal(name, options, dtype);
-    refuse::unless_weight_below_one(name, "beta1_halflife", h.beta1_halflife(options));
-    refuse::unless_weight_below_one(name, "beta2_halflife", h.beta2_halflife(options));
+    check_adam_options(name, options, dtype);
   }
 
   V lr, eps, beta1, rest1, beta2, rest2, correction1, correction2;
@@ -75,6 +80,9 @@ template <typename V>
 struct AdamW : Adam<V> {
   static constexpr const char* name = "AdamW";
   using Adam<V>::Adam;
+  static void check_options(const Options& options, at::ScalarType dtype) {
+    check_adam_options(name, options, dtype);
+  }
 };
 
 void adamw_defaults(Options& options) {
