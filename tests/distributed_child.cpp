@@ -17,7 +17,10 @@
 //            the end of pass N), schedule0=F / schedule1=F (rank 0's or rank 1's
 //            learning_rate_schedule is the constant F), leave_at=N with then=step|evaluate
 //            (rank 1 leaves the loop after pass N and calls step() on a training batch, or
-//            evaluate() on the validation set), log=warn (downhill's warnings are logged too).
+//            evaluate() on the validation set), log=warn (downhill's warnings are logged too),
+//            range=1 (the training data is a range, downhill::from_range, of this rank's share
+//            of the batches: batch k·world + rank, as the loop shards a tensor dataset) with
+//            range_short=1 (rank 1's range lacks its last batch).
 // It prints "pass N" to stdout after each pass, flushed (for the Ctrl-C test).
 // On an exception it writes "error: WHAT" to OUT_FILE, and exits with 3.
 #include <downhill/distributed.h>
@@ -25,6 +28,7 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -35,6 +39,7 @@
 #include <thread>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <vector>
 
 #include "test_support.h"
 
@@ -137,8 +142,17 @@ int train(const std::string& algo, const std::string& out_file, const Settings& 
     opt->add_callback(std::make_shared<StopAtPass>(stop_at));
   }
   const auto batch = static_cast<int64_t>(number(settings, "batch", 4));
-  downhill::Dataset train({x, y}, downhill::DatasetOptions().batch_size(batch).shuffle(false));
+  downhill::Dataset tensors({x, y}, downhill::DatasetOptions().batch_size(batch).shuffle(false));
   downhill::Dataset valid({vx, vy}, downhill::DatasetOptions().batch_size(batch).shuffle(false));
+  std::vector<downhill::Batch> share;  // range=1: this rank's batches, which it walks each pass
+  const int64_t world = distributed ? place.world_size : 1;
+  for (int64_t k = distributed ? place.rank : 0; k * batch < x.size(0); k += world) {
+    const int64_t length = std::min(batch, x.size(0) - k * batch);
+    share.push_back({x.narrow(0, k * batch, length), y.narrow(0, k * batch, length)});
+  }
+  if (text(settings, "range_short") == "1" && place.rank == 1) share.pop_back();
+  downhill::Dataset range = downhill::from_range(share);
+  downhill::Dataset& train = text(settings, "range") == "1" ? range : tensors;
   std::ofstream out(out_file);
   out.precision(17);
   const int die_at = static_cast<int>(number(settings, "die_at", -1));

@@ -308,6 +308,21 @@ TEST(Distributed, MismatchedParametersAreAClearErrorOnEveryRank) {
   }
 }
 
+TEST(Distributed, ARangeOfEachRanksShareTrainsAsTheShardedTensorDatasetAndUnequalOnesStop) {
+  TemporaryFolder folder("dist_range");
+  // Each rank's range holds batches rank, rank + 2, ...: the batches the loop gives that rank
+  // of the tensor dataset; so the two runs are one, to the bit.
+  const auto tensors = run(folder, "tensors", 2, {"train", "sgd", "momentum=0.5"});
+  const auto ranges = run(folder, "ranges", 2, {"train", "sgd", "momentum=0.5", "range=1"});
+  EXPECT_EQ(ranges, tensors);
+  // Rank 1's range is a batch short: its pass ends while rank 0 still averages gradients, and
+  // both ranks stop with the error naming both operations, not a hang.
+  const auto unequal = run(folder, "unequal", 2, {"train", "sgd", "range=1", "range_short=1"}, 3);
+  for (const auto& result : unequal) {
+    EXPECT_NE(result.find("the ranks are out of step"), std::string::npos) << result;
+  }
+}
+
 TEST(Distributed, RanksWhoseSchedulesDifferStopWithTheSameErrorBeforeTheFirstUpdate) {
   TemporaryFolder folder("dist_schedule");
   const auto ranks = run(folder, "ranks", 2, {"train", "sgd", "schedule0=1", "schedule1=0.5"}, 3);
