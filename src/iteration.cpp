@@ -17,6 +17,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "callback_list.h"
 #include "callbacks/builtins.h"
@@ -218,6 +219,8 @@ struct Iteration::Impl {
   std::chrono::steady_clock::time_point run_start;
   bool resumed = false;                 // the run continues a checkpoint
   std::optional<double> previous_loss;  // of the run's latest update (loss_tolerance)
+  // The run continues a patience stop: the validation before the next pass was done.
+  bool resumed_after_validation = false;
   // A tolerance reached at a pass's last update stops the run before the next pass.
   std::optional<StopReason> stop_before_next_pass;
   std::optional<detail::InterruptGuard> interrupt;
@@ -299,6 +302,7 @@ bool Iteration::Impl::start_run() {
     return false;
   }
   warn_of_unused_batch_size();
+  resumed_after_validation = resumed && counters.stop == StopReason::kPatience;
   counters.stop = StopReason::kNotStopped;
   counters.stop_detail.clear();
   counters.closing_validation = {};
@@ -586,8 +590,10 @@ bool Iteration::Impl::advance() {
   }
   if (step_limit_reached()) callbacks.request(StopReason::kMaxSteps);
   if (callbacks.stopping()) return end_run();
-  // A run resumed inside a pass validated before that pass already.
-  if (counters.passes % options.validate_every() == 0 && counters.pass.steps == 0) {
+  // A run resumed inside a pass validated before that pass already, and so did one resumed
+  // from a patience stop, whose validation ended the run before the pass.
+  const bool validated = std::exchange(resumed_after_validation, false);
+  if (counters.passes % options.validate_every() == 0 && counters.pass.steps == 0 && !validated) {
     validate(/*closing=*/false);
     agree_on_stop();
     if (callbacks.stopping()) return end_run();

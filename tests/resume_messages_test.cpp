@@ -160,14 +160,20 @@ TEST(ResumeMessages, ReRunningARunThatStoppedOnPatienceDoesNothingAndSaysSo) {
   EXPECT_EQ(bytes_of(checkpoint), saved_checkpoint);
   EXPECT_EQ(bytes_of(history), saved_history);
 
-  // With more patience, the run goes on: validation 3 (before pass 2) is 2 after the best,
-  // within patience 2, so pass 2 trains; validation 4 stops it.
+  // With more patience, the run goes on as a run with patience 2 from the start: validation 2
+  // (before pass 2, the one that had stopped the run, not run again) is within it, so pass 2
+  // trains; validation 3 (before pass 3) too, so pass 3 trains; validation 4 is 3 after the
+  // best and stops it. 2 passes of 2 batches, 2 validations of 2 batches.
   const Outcome longer = run(options().patience(2).resume(true));
   EXPECT_THAT(longer.log, ::testing::Not(HasSubstr("already stopped")));
   EXPECT_EQ(longer.summary.stop, downhill::StopReason::kPatience);
-  EXPECT_EQ(longer.training_calls, 2);
-  EXPECT_EQ(longer.summary.passes, 2);
+  EXPECT_EQ(longer.training_calls, 4);
+  EXPECT_EQ(longer.validation_calls, 4);
+  EXPECT_EQ(longer.summary.passes, 3);
   EXPECT_EQ(longer.summary.validations, 4);
+  const Outcome straight = run(options().patience(2).checkpoint(folder.file("straight.ckpt")));
+  expect_same_summary(longer.summary, straight.summary);
+  EXPECT_TRUE(torch::equal(longer.w, straight.w));
 }
 
 TEST(ResumeMessages, ReRunningARunThatReachedMaxPassesEndsAsItEndedAndWritesNothing) {
