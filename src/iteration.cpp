@@ -150,6 +150,8 @@ struct Iteration::Impl {
   // must not see: the validation data (the training data, when there is none of its own),
   // its generator and the global CPU generator are put back where they stood.
   Monitors measure_closing_validation();
+  // Counts the closing validation measure_closing_validation() kept in the loop's counters.
+  void record_closing_validation();
   // Counts a validation, keeps the parameters when they are the best so far, and tells the
   // callbacks.
   void record_validation(const Monitors& validation, bool closing);
@@ -349,7 +351,8 @@ std::optional<StopReason> Iteration::Impl::tolerance_reached(const Monitors& bat
       std::abs(*previous_loss - loss) / std::max({std::abs(*previous_loss), std::abs(loss), 1.0}) <=
           options.loss_tolerance();
   previous_loss = loss;
-  if (ranks.any(!reached, "the loss changed by more than loss_tolerance")) return std::nullopt;
+  static const std::string kQuestion = "the loss changed by more than loss_tolerance";
+  if (ranks.any(!reached, kQuestion)) return std::nullopt;
   return StopReason::kLossTolerance;
 }
 
@@ -357,18 +360,11 @@ void Iteration::Impl::end_already_stopped(StopReason reason) {
   auto& counters = loop.counters;
   // The closing validation was measured before the checkpoint, of the parameters it holds:
   // counted now, it ends the re-run with the best and the counters the run ended with.
-  if (!counters.closing_validation.empty()) {
-    const Monitors closing = std::move(counters.closing_validation);
-    counters.closing_validation = {};
-    record_validation(closing, /*closing=*/true);
-  }
-  const char* setting = reason == StopReason::kPatience    ? "patience"
-                        : reason == StopReason::kMaxPasses ? "max_passes"
-                                                           : "max_steps";
+  if (!counters.closing_validation.empty()) record_closing_validation();
   log->info(
       "the checkpoint's run had already stopped ({}); nothing to do: no pass is trained, and "
       "the checkpoint and history are left as they are (raise {} to train on)",
-      to_string(reason), setting);
+      to_string(reason), to_string(reason));  // each of these stops is named as its setting
   restore_best();
   stopped(reason);
 }
@@ -379,6 +375,11 @@ Monitors Iteration::Impl::measure_validation() {
     event.validation_steps = batches;
     callbacks.notify(&Callback::on_validation_batch, event);
   });
+}
+
+void Iteration::Impl::record_closing_validation() {
+  const Monitors closing = std::exchange(loop.counters.closing_validation, Monitors());
+  record_validation(closing, /*closing=*/true);
 }
 
 Monitors Iteration::Impl::measure_closing_validation() {
@@ -527,11 +528,7 @@ bool Iteration::Impl::end_run() {
                       reason == StopReason::kLossTolerance || reason == StopReason::kStepTolerance;
   if (closes) counters.closing_validation = measure_closing_validation();
   notify(&Callback::on_stop, no_monitors());
-  if (closes) {
-    const Monitors closing = std::move(counters.closing_validation);
-    counters.closing_validation = {};
-    record_validation(closing, /*closing=*/true);
-  }
+  if (closes) record_closing_validation();
   restore_best();
   stopped(reason);
   RunView end = view(no_monitors());

@@ -476,6 +476,13 @@ bool UpdateEngine::apply(const std::vector<at::Tensor>& grads, const std::vector
   return true;
 }
 
+namespace {
+// max |x|, one reduction without a temporary of |x|.
+double largest_magnitude(const at::Tensor& x) {
+  return at::linalg_vector_norm(x, std::numeric_limits<double>::infinity()).item<double>();
+}
+}  // namespace
+
 void UpdateEngine::measure_before_commit(const std::vector<at::Tensor>& grads) {
   last_gradient_max_ = 0.0;
   last_step_max_ = 0.0;
@@ -486,7 +493,7 @@ void UpdateEngine::measure_before_commit(const std::vector<at::Tensor>& grads) {
   for (size_t i = 0; i < params_.size(); ++i) {
     if (params_.is_frozen(params_.group_of(i))) continue;
     if (gradient && grads[i].numel() > 0) {
-      last_gradient_max_ = std::max(last_gradient_max_, grads[i].abs().max().item<double>());
+      last_gradient_max_ = std::max(last_gradient_max_, largest_magnitude(grads[i]));
     }
     if (!step) continue;
     auto& before = params_before_[i];
@@ -503,8 +510,9 @@ void UpdateEngine::measure_step() {
   if (options().step_tolerance() <= 0) return;
   for (size_t i = 0; i < params_.size(); ++i) {
     if (params_.is_frozen(params_.group_of(i)) || params_.tensor(i).numel() == 0) continue;
-    last_step_max_ = std::max(last_step_max_,
-                              (params_.tensor(i) - params_before_[i]).abs().max().item<double>());
+    // The kept copy becomes the difference: it is overwritten at the next update anyway.
+    auto& before = params_before_[i];
+    last_step_max_ = std::max(last_step_max_, largest_magnitude(before.sub_(params_.tensor(i))));
   }
 }
 

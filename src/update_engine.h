@@ -150,16 +150,16 @@ class UpdateEngine {
   bool for_each_update(bool already_clipped, bool nesterov, Visit&& visit);
   ParamTensors live_target(size_t index, const std::vector<at::Tensor>& grads,
                            const std::vector<at::Tensor>& hvs);
+  // The tolerances' measures of the update in progress: the gradient's before its commit
+  // (and the parameters, kept), the step's after.
+  void measure_before_commit(const std::vector<at::Tensor>& grads);
+  void measure_step();
 
   std::string name_;
   Params params_;
   std::vector<Options> group_options_;  // [0] is the optimizer's options
   std::unique_ptr<UpdateRule> rule_;
   // Per group: the rule's constants for the update in progress (made once, reused), and
-  // The tolerances' measures of the update in progress: the gradient's before its commit
-  // (and the parameters, kept), the step's after.
-  void measure_before_commit(const std::vector<at::Tensor>& grads);
-  void measure_step();
   // whether it holds parameters of float and of double dtype.
   std::vector<std::unique_ptr<RuleConstants>> rule_constants_;
   std::vector<std::array<bool, 2>> group_dtypes_;
