@@ -128,6 +128,11 @@ struct Iteration::Impl {
         user_callbacks(parts.callbacks),
         train(train),
         valid(valid) {}
+  ~Impl() {
+    if (loop.point_data == &train) loop.point_data = nullptr;
+  }
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
 
   // Runs to the next item; false when the loop has ended.
   bool advance();
@@ -142,6 +147,10 @@ struct Iteration::Impl {
   // A re-run of a run that had stopped: it ends as that run ended, training nothing and
   // writing nothing.
   void end_already_stopped(StopReason reason);
+  // full_batch with no validation set: each validation is the loss at the point the next
+  // update starts from, evaluated once for both (LoopState::point_data), when the training
+  // data is one batch of everything.
+  void point_validation();
   // Evaluates the validation data and keeps the parameters when they are the best so far.
   void validate(bool closing) { record_validation(measure_validation(), closing); }
   // The validation's monitors, the callbacks told of each batch (on_validation_batch).
@@ -309,6 +318,7 @@ bool Iteration::Impl::start_run() {
   counters.stop_detail.clear();
   counters.closing_validation = {};
   loop.interrupt_requested = false;
+  point_validation();
   previous_loss.reset();
   stop_before_next_pass.reset();
   detail::add_builtin_callbacks(
@@ -316,6 +326,21 @@ bool Iteration::Impl::start_run() {
   for (const auto& callback : user_callbacks) callbacks.add(callback);
   notify(&Callback::on_run_start, no_monitors());
   return true;
+}
+
+void Iteration::Impl::point_validation() {
+  loop.point_data = nullptr;
+  if (!optimizer.options().full_batch() || valid || ranks.place().world_size > 1) return;
+  if (train.slice_count() == 1 && train.iteration_size() == 1 &&
+      !train.options().shuffle_samples()) {
+    loop.point_data = &train;
+    return;
+  }
+  log->warn(
+      "full_batch(true), but the training data '{}' is not one batch of everything (a dataset "
+      "of tensors with batch_size(0), without shuffle_samples): each validation evaluates it "
+      "anew",
+      train.name());
 }
 
 bool Iteration::Impl::stop_still_holds(StopReason reason) const {
@@ -343,8 +368,14 @@ std::optional<StopReason> Iteration::Impl::tolerance_reached(const Monitors& bat
     return StopReason::kStepTolerance;
   }
   if (options.loss_tolerance() <= 0) return std::nullopt;
-  const double loss =
+  double loss =
       batch.contains("loss") ? batch.at("loss") : std::numeric_limits<double>::quiet_NaN();
+  // An update that searched along a line (L-BFGS) knows the loss where it ended: its change
+  // is the update's own, as torch.optim.LBFGS's tolerance_change compares.
+  if (const auto& searched = engine.last_searched_losses()) {
+    previous_loss = searched->first;
+    loss = searched->second;
+  }
   // A NaN compares false: a non-finite loss never reaches the tolerance.
   const bool reached =
       previous_loss &&

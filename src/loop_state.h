@@ -96,6 +96,11 @@ class LoopState {
   /// Whether Ctrl-C was seen at the latest step: on any rank, when data-parallel (the ranks
   /// agree at each step, so that they stop at the same one). Not saved.
   bool interrupt_requested = false;
+  /// The training data of the run in progress when it is one batch of everything and the
+  /// validation is of it (no validation set, one process): each validation is then the loss
+  /// and gradient at the point the next update starts from, evaluated once for both
+  /// (Optimizer::evaluate). Null otherwise; only compared, never read through.
+  const Dataset* point_data = nullptr;
 
   /// A run that does not continue a checkpoint starts its counters afresh.
   void start_afresh() { counters = LoopCounters(); }

@@ -5,6 +5,8 @@
 #include <downhill/registry.h>
 #include <spdlog/spdlog.h>
 
+#include "algorithms/builtin.h"
+
 namespace downhill {
 
 Dataset& DataSource::resolve(DatasetOptions options) {
@@ -21,9 +23,11 @@ Dataset& DataSource::resolve(DatasetOptions options) {
 
 namespace {
 
-DatasetOptions wrap_options(const Options& options, const char* name,
+DatasetOptions wrap_options(const Options& given, const char* name,
                             const std::optional<int64_t>& batches) {
-  auto out = DatasetOptions().name(name).batch_size(options.batch_size());
+  const Options options = detail::with_algorithm_defaults(given);  // L-BFGS's full_batch
+  auto out =
+      DatasetOptions().name(name).batch_size(options.full_batch() ? 0 : options.batch_size());
   if (batches) out.iteration_size(*batches);
   return out;
 }

@@ -16,8 +16,10 @@
 #include <unordered_set>
 
 #include "checkpoint.h"
+#include "evaluation_cache.h"
 #include "hessian_step.h"
 #include "interrupt.h"
+#include "lbfgs_search.h"
 #include "loop_state.h"
 #include "rank_group.h"
 #include "run_parts.h"
@@ -124,21 +126,22 @@ class Optimizer::HookRule final : public detail::UpdateRule {
 };
 
 Optimizer::Optimizer(std::string name, Loss loss, Params params, Options options)
-    : engine_(std::make_unique<detail::UpdateEngine>(
-          std::move(name), std::move(params), std::move(options), std::make_unique<HookRule>(*this),
-          static_cast<bool>(loss))),
+    : engine_(std::make_unique<detail::UpdateEngine>(std::move(name), std::move(params),
+                                                     std::move(options),
+                                                     std::make_unique<HookRule>(*this))),
       loop_(std::make_unique<detail::LoopState>()),
       ranks_(detail::RankGroup::join(*engine_)),
-      loss_(std::move(loss)) {}
+      loss_(std::move(loss)),
+      points_(std::make_unique<detail::EvaluationCache>()) {}
 
 Optimizer::Optimizer(Loss loss, Params params, Options options,
                      std::unique_ptr<detail::UpdateRule> rule)
     : engine_(std::make_unique<detail::UpdateEngine>(rule->name(), std::move(params),
-                                                     std::move(options), std::move(rule),
-                                                     static_cast<bool>(loss))),
+                                                     std::move(options), std::move(rule))),
       loop_(std::make_unique<detail::LoopState>()),
       ranks_(detail::RankGroup::join(*engine_)),
-      loss_(std::move(loss)) {}
+      loss_(std::move(loss)),
+      points_(std::make_unique<detail::EvaluationCache>()) {}
 
 Optimizer::~Optimizer() = default;
 
@@ -217,6 +220,14 @@ bool Optimizer::apply(const std::vector<torch::Tensor>& grads) {
 
 bool Optimizer::apply(const std::vector<torch::Tensor>& grads,
                       const std::vector<torch::Tensor>& hessian_vector_products) {
+  if (engine_->rule().searches_line()) {
+    throw std::logic_error(
+        "downhill: " + name() +
+        " cannot apply(grads): its update searches along a line, evaluating the loss at each "
+        "point it tries; call step(batch) or run the loop, with a loss that returns your "
+        "gradients (Evaluation::with_gradients) if you compute them yourself");
+  }
+  points_->clear();  // the parameters move
   engine_->check_tensors(grads, "gradient");
   std::vector<torch::Tensor> hvs;
   if (needs_hessian_vector_products()) {
@@ -237,23 +248,46 @@ void Optimizer::require_loss(const char* call) const {
   }
 }
 
-std::pair<torch::Tensor, Monitors> Optimizer::evaluate_batch(const Batch& batch) const {
+detail::BatchEvaluation Optimizer::evaluate_batch(const Batch& batch) const {
   ++loop_->counters.loss_evaluations;
   Evaluation evaluation = loss_(batch);
   check_evaluation(evaluation);
+  if (!evaluation.gradients.empty()) {
+    engine_->check_tensors(evaluation.gradients, "gradient");
+    ++loop_->counters.gradient_evaluations;
+  }
   Monitors monitors;
   monitors.set("loss", evaluation.loss.item<double>());
   for (const auto& [name, value] : evaluation.monitors) monitors.set(name, value.item<double>());
-  return {evaluation.loss, std::move(monitors)};
+  return {evaluation.loss, std::move(monitors), std::move(evaluation.gradients)};
+}
+
+detail::BatchEvaluation Optimizer::evaluate_point(const Batch& batch) {
+  if (auto kept = points_->take(batch, params())) return std::move(*kept);
+  auto evaluation = evaluate_batch(batch);
+  if (evaluation.grads.empty()) evaluation.grads = gradients(evaluation.loss, false);
+  for (size_t i = 0; i < evaluation.grads.size(); ++i) {
+    // A frozen group's gradient may be left undefined by a loss that computes its own.
+    if (!evaluation.grads[i].defined()) evaluation.grads[i] = torch::zeros_like(tensors()[i]);
+  }
+  return evaluation;
 }
 
 std::vector<torch::Tensor> Optimizer::gradients(const torch::Tensor& loss, bool create_graph) {
   ++loop_->counters.gradient_evaluations;
+  const auto tensors = params().tensors();
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (tensors[i].requires_grad() || params().is_frozen(params().group_of(i))) continue;
+    throw std::invalid_argument(
+        "downhill: parameter '" + params().name(i) +
+        "' does not require grad; the loss needs its gradient, so create it with "
+        "torch::requires_grad() or call requires_grad_(), or return your own gradients from "
+        "the loss (Evaluation::with_gradients)");
+  }
   if (!loss.requires_grad()) {
     throw std::invalid_argument(
         "downhill: the loss does not depend on any parameter that requires grad");
   }
-  const auto tensors = params().tensors();
   // A frozen group's parameters need not require grad; those that do not get zeros.
   std::vector<torch::Tensor> inputs;
   std::vector<size_t> input_index;
@@ -289,25 +323,36 @@ std::vector<torch::Tensor> Optimizer::gradients(const torch::Tensor& loss, bool 
 
 Monitors Optimizer::step(const Batch& batch) {
   require_loss("step()");
+  if (engine_->rule().searches_line()) return search_step(batch);
   const detail::PhaseScope phase(Phase::kTraining);
-  auto [loss, monitors] = evaluate_batch(batch);
   const bool needs_hv = needs_hessian_vector_products();
   if (needs_hv && (options().accumulate() > 1 || options().max_gradient_global_norm() > 0)) {
     throw std::invalid_argument("downhill: " + name() +
                                 " computes Hessian-vector products, clipped inside each batch's "
                                 "graph; allowed: accumulate(1) and max_gradient_global_norm(0)");
   }
-  auto grads = gradients(loss, /*create_graph=*/needs_hv);
-  if (options().monitor_gradients()) {
-    double global_sum = 0.0;
-    for (size_t i = 0; i < grads.size(); ++i) {
-      const double sum = detail::sum_of_squares(grads[i].detach());
-      // The global norm is the one clipping compares: of the parameters that are updated.
-      if (!params().is_frozen(params().group_of(i))) global_sum += sum;
-      monitors.set("grad(" + params().name(i) + ")", std::sqrt(sum));
+  std::vector<torch::Tensor> grads;
+  torch::Tensor loss;
+  Monitors monitors;
+  if (needs_hv) {  // through autograd's graph, never from a point kept
+    points_->clear();
+    auto evaluation = evaluate_batch(batch);
+    if (!evaluation.grads.empty()) {
+      throw std::invalid_argument(
+          "downhill: " + name() +
+          " needs Hessian-vector products, which downhill takes through autograd's graph of "
+          "the loss; a loss that returns its own gradients (Evaluation::with_gradients) cannot "
+          "give them: return the loss alone, or call apply(grads, hessian_vector_products)");
     }
-    if (options().max_gradient_global_norm() > 0) monitors.set("grad_norm", std::sqrt(global_sum));
+    loss = evaluation.loss;
+    monitors = std::move(evaluation.monitors);
+    grads = gradients(loss, /*create_graph=*/true);
+  } else {
+    auto evaluation = evaluate_point(batch);
+    monitors = std::move(evaluation.monitors);
+    grads = std::move(evaluation.grads);
   }
+  add_gradient_monitors(monitors, grads);
   std::vector<torch::Tensor> hvs;
   // A non-finite loss skips the update; a data-parallel rank still takes part in it.
   if (needs_hv && (std::isfinite(monitors.at("loss")) || ranks_->steps_together())) {
@@ -322,6 +367,35 @@ Monitors Optimizer::step(const Batch& batch) {
   }
   update_from(monitors, grads, hvs);
   return monitors;
+}
+
+Monitors Optimizer::search_step(const Batch& batch) {
+  const detail::PhaseScope phase(Phase::kTraining);
+  auto start = evaluate_point(batch);
+  Monitors monitors = start.monitors;
+  add_gradient_monitors(monitors, start.grads);
+  if (!lbfgs_) lbfgs_ = std::make_unique<detail::LbfgsWorkspace>();
+  auto end = detail::lbfgs_update(*engine_, *lbfgs_, std::move(start), [&] {
+    auto evaluation = evaluate_batch(batch);
+    if (evaluation.grads.empty()) evaluation.grads = gradients(evaluation.loss, false);
+    return evaluation;
+  });
+  points_->store(batch, params(), std::move(end));
+  loop_->interrupt_requested = detail::InterruptGuard::requested();
+  return monitors;
+}
+
+void Optimizer::add_gradient_monitors(Monitors& monitors,
+                                      const std::vector<torch::Tensor>& grads) const {
+  if (!options().monitor_gradients()) return;
+  double global_sum = 0.0;
+  for (size_t i = 0; i < grads.size(); ++i) {
+    const double sum = detail::sum_of_squares(grads[i].detach());
+    // The global norm is the one clipping compares: of the parameters that are updated.
+    if (!params().is_frozen(params().group_of(i))) global_sum += sum;
+    monitors.set("grad(" + params().name(i) + ")", std::sqrt(sum));
+  }
+  if (options().max_gradient_global_norm() > 0) monitors.set("grad_norm", std::sqrt(global_sum));
 }
 
 void Optimizer::update_from(const Monitors& monitors, std::vector<torch::Tensor>& grads,
@@ -346,12 +420,15 @@ Monitors Optimizer::evaluate(Dataset& data) { return evaluate(data, nullptr); }
 Monitors Optimizer::evaluate(Dataset& data,
                              const std::function<void(int64_t, const Monitors&)>& after_batch) {
   require_loss("evaluate()");
+  if (&data == loop_->point_data && !needs_hessian_vector_products()) {
+    return evaluate_point_data(data, after_batch);
+  }
   torch::NoGradGuard no_grad;
   const detail::PhaseScope phase(Phase::kValidation);
   detail::PassProgress totals;
   for (int64_t b = 0; !data.pass_over(b); ++b) {
     const Batch batch = data.next();
-    const Monitors monitors = evaluate_batch(batch).second;
+    const Monitors monitors = evaluate_batch(batch).monitors;
     detail::add_weighted(totals, monitors, static_cast<double>(data.samples(batch)));
     if (after_batch) after_batch(b + 1, monitors);
   }
@@ -359,8 +436,27 @@ Monitors Optimizer::evaluate(Dataset& data,
   return detail::weighted_mean(totals);
 }
 
+Monitors Optimizer::evaluate_point_data(
+    Dataset& data, const std::function<void(int64_t, const Monitors&)>& after_batch) {
+  // The one batch of everything, at the point the next update starts from: the point kept
+  // (L-BFGS's end point), or evaluated now with its gradient, in the training phase, and kept
+  // for that update.
+  const detail::PhaseScope phase(Phase::kTraining);
+  const Batch batch = data.next();
+  const detail::BatchEvaluation* point = points_->find(batch, params());
+  if (!point) {
+    points_->store(batch, params(), evaluate_point(batch));
+    point = points_->find(batch, params());
+  }
+  detail::PassProgress totals;
+  detail::add_weighted(totals, point->monitors, static_cast<double>(data.samples(batch)));
+  if (after_batch) after_batch(1, point->monitors);
+  return detail::weighted_mean(totals);
+}
+
 void Optimizer::set_params(const std::vector<torch::Tensor>& values) {
   engine_->check_tensors(values, "value");
+  points_->clear();
   engine_->set_params(values);
 }
 
@@ -392,6 +488,7 @@ void Optimizer::save_checkpoint(const std::string& path, const Dataset* train,
 
 void Optimizer::load_checkpoint(const std::string& path) {
   detail::load_checkpoint(path, *engine_, *loop_, nullptr, nullptr);
+  points_->clear();
 }
 
 void Optimizer::add_callback(std::shared_ptr<Callback> callback) {

@@ -89,7 +89,7 @@ bool elements_may_overlap(const at::Tensor& tensor) {
 
 }  // namespace
 
-void check_params(const Params& params, bool needs_grad) {
+void check_params(const Params& params) {
   if (params.empty()) {
     throw std::invalid_argument(
         "downhill: no parameters to optimize; pass at least one tensor in Params");
@@ -99,7 +99,6 @@ void check_params(const Params& params, bool needs_grad) {
   for (size_t index = 0; index < params.size(); ++index) {
     const auto& name = params.name(index);
     const auto& tensor = params.tensor(index);
-    const bool frozen = params.is_frozen(params.group_of(index));
     if (!tensor.defined()) {
       throw std::invalid_argument("downhill: parameter '" + name + "' is an undefined tensor");
     }
@@ -136,14 +135,45 @@ void check_params(const Params& params, bool needs_grad) {
                                   "' is the same tensor as an earlier parameter; each "
                                   "tensor may appear once");
     }
-    if (needs_grad && !tensor.requires_grad() && !frozen) {
-      throw std::invalid_argument("downhill: parameter '" + name +
-                                  "' does not require grad; the loss needs its gradient, so "
-                                  "create it with torch::requires_grad() or call "
-                                  "requires_grad_()");
-    }
   }
   check_overlaps(params);
+}
+
+}  // namespace downhill::detail
+
+namespace downhill::detail {
+
+void check_searched_params(const std::string& algorithm, const Params& params) {
+  for (size_t g = 1; g < params.group_count(); ++g) {
+    if (params.is_frozen(g)) continue;
+    throw std::invalid_argument(
+        "downhill: " + algorithm +
+        " updates all its parameters as one vector, with one line search: parameter group " +
+        std::to_string(g) +
+        " would need settings of its own; allowed: one group, and frozen groups beside it");
+  }
+  const at::Tensor* first = nullptr;
+  size_t first_index = 0;
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (params.is_frozen(params.group_of(i))) continue;
+    const auto& tensor = params.tensor(i);
+    if (!tensor.device().is_cpu() || !tensor.is_contiguous()) {
+      throw std::invalid_argument("downhill: " + algorithm + " needs contiguous CPU parameters; '" +
+                                  params.name(i) + "' is " +
+                                  (tensor.device().is_cpu()
+                                       ? "not contiguous (.contiguous() makes a copy that is)"
+                                       : describe(tensor)));
+    }
+    if (!first) {
+      first = &tensor;
+      first_index = i;
+    } else if (tensor.scalar_type() != first->scalar_type()) {
+      throw std::invalid_argument("downhill: " + algorithm +
+                                  " updates its parameters as one vector, of one dtype; '" +
+                                  params.name(first_index) + "' is " + describe(*first) + ", '" +
+                                  params.name(i) + "' is " + describe(tensor));
+    }
+  }
 }
 
 }  // namespace downhill::detail

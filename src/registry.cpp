@@ -29,6 +29,7 @@ struct Registry {
 #define DOWNHILL_BUILTIN_FACTORY(id) \
   {#id, make_builtin<detail::make_##id##_rule, detail::with_##id##_defaults>},
       DOWNHILL_BUILTIN_ALGORITHMS(DOWNHILL_BUILTIN_FACTORY)
+          DOWNHILL_SEARCH_ALGORITHMS(DOWNHILL_BUILTIN_FACTORY)
 #undef DOWNHILL_BUILTIN_FACTORY
   };
 };
@@ -47,6 +48,16 @@ std::string known_names() {
 }  // namespace
 
 namespace detail {
+
+Options with_algorithm_defaults(Options options) {
+  const std::string algo = to_lower(options.algo());
+#define DOWNHILL_BUILTIN_DEFAULTS(id) \
+  if (algo == #id) return with_##id##_defaults(std::move(options));
+  DOWNHILL_BUILTIN_ALGORITHMS(DOWNHILL_BUILTIN_DEFAULTS)
+  DOWNHILL_SEARCH_ALGORITHMS(DOWNHILL_BUILTIN_DEFAULTS)
+#undef DOWNHILL_BUILTIN_DEFAULTS
+  return options;
+}
 
 void check_state_names(const std::string& algorithm, const std::vector<std::string>& names) {
   for (size_t k = 0; k < names.size(); ++k) {

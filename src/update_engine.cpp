@@ -20,10 +20,11 @@
 namespace downhill::detail {
 
 UpdateEngine::UpdateEngine(std::string name, Params params, Options options,
-                           std::unique_ptr<UpdateRule> rule, bool needs_grad)
+                           std::unique_ptr<UpdateRule> rule)
     : name_(std::move(name)), params_(std::move(params)), rule_(std::move(rule)) {
   options.validate();
-  check_params(params_, needs_grad);
+  check_params(params_);
+  if (rule_->searches_line()) check_searched_params(name_, params_);
   group_options_ = resolve_group_options(params_, options);
   check_rule_settings(group_options_[0]);
   check_degenerate_settings(group_options_);
@@ -520,6 +521,15 @@ bool UpdateEngine::add_to_window(std::vector<at::Tensor>& grads) {
   if (options().accumulate() == 1) return true;
   last_update_applied_ = true;
   return window_.add(grads, options().accumulate());
+}
+
+void UpdateEngine::record_searched_update(const SearchedUpdate& update) {
+  ++update_count_;
+  last_update_applied_ = true;
+  last_gradient_max_ = update.gradient_max;
+  last_step_max_ = update.step_max;
+  last_gradient_norm_ = update.gradient_norm;
+  last_searched_losses_ = std::pair(update.loss_before, update.loss_after);
 }
 
 void UpdateEngine::skip(const std::string& reason) {

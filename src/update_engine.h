@@ -41,10 +41,8 @@ struct EngineSnapshot {
 
 class UpdateEngine {
  public:
-  /// Checks `options` and `params` (std::invalid_argument); `needs_grad` when a loss will
-  /// differentiate them.
-  UpdateEngine(std::string name, Params params, Options options, std::unique_ptr<UpdateRule> rule,
-               bool needs_grad);
+  /// Checks `options` and `params` (std::invalid_argument).
+  UpdateEngine(std::string name, Params params, Options options, std::unique_ptr<UpdateRule> rule);
 
   const std::string& name() const noexcept { return name_; }
   const Params& params() const noexcept { return params_; }
@@ -82,6 +80,24 @@ class UpdateEngine {
              bool already_clipped, bool nesterov);
   /// Records a skipped update (logged as a warning); drops a partly filled window.
   void skip(const std::string& reason);
+  /// What an update that searched along a line measured: at the point it ends at, the
+  /// gradient's largest element in magnitude and its L2 norm; its largest parameter change;
+  /// the loss where it started and where it ended.
+  struct SearchedUpdate {
+    double gradient_max = 0;
+    double step_max = 0;
+    double gradient_norm = 0;
+    double loss_before = 0;
+    double loss_after = 0;
+  };
+  /// Counts an update that an algorithm searching along a line (L-BFGS) wrote into the
+  /// parameters itself, with its measures.
+  void record_searched_update(const SearchedUpdate& update);
+  /// The latest update's losses before and after, when it searched along a line (the loop's
+  /// loss_tolerance compares them); empty after an update of the chain.
+  const std::optional<std::pair<double, double>>& last_searched_losses() const noexcept {
+    return last_searched_losses_;
+  }
   /// Gradient accumulation: adds one batch's gradients to the window. Returns false while
   /// the window is not full; when it is, returns true with `grads` replaced by the mean of
   /// the window's gradients, and starts a new window. Always true for accumulate(1).
@@ -180,6 +196,7 @@ class UpdateEngine {
   double last_step_max_ = 0.0;
   double last_gradient_norm_ = std::numeric_limits<double>::quiet_NaN();
   std::vector<at::Tensor> params_before_;
+  std::optional<std::pair<double, double>> last_searched_losses_;
   std::string last_skip_reason_;
 };
 

@@ -333,11 +333,15 @@ TEST_F(BadInput, ParameterThatIsNotFloatingPointIsRefusedWithItsDtype) {
 
 TEST_F(BadInput, ParameterNotRequiringGradIsRefusedWhenTheLossNeedsGradients) {
   auto frozen = torch::ones({2});
-  EXPECT_THAT(message_of<std::invalid_argument>([&] {
-                downhill::build("sgd", squared_norm(frozen), {{"frozen", frozen}});
-              }),
-              AllOf(HasSubstr("'frozen'"), HasSubstr("require"), HasSubstr("requires_grad")));
-  // apply() takes gradients from the caller, so there it is fine.
+  // Refused at the first step that asks autograd for its gradient, changing nothing: a loss
+  // may return its own gradients (Evaluation::with_gradients), and apply() takes the
+  // caller's, so neither needs it.
+  auto opt = downhill::build("sgd", squared_norm(frozen), {{"frozen", frozen}});
+  EXPECT_THAT(message_of<std::invalid_argument>([&] { opt->step({}); }),
+              AllOf(HasSubstr("'frozen'"), HasSubstr("require"), HasSubstr("requires_grad"),
+                    HasSubstr("with_gradients")));
+  EXPECT_TRUE(torch::equal(frozen, torch::ones({2})));
+  EXPECT_EQ(opt->update_count(), 0);
   EXPECT_NO_THROW(downhill::build("sgd", {{"frozen", frozen}}));
 }
 

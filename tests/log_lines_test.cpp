@@ -24,7 +24,7 @@ namespace {
 
 using downhill::testing::LogCapture;
 
-constexpr size_t kSettingCount = 47;  // the settings of options.h
+constexpr size_t kSettingCount = 53;  // the settings of options.h
 
 // The captured lines ("LEVEL message"), split into the "setting ..." lines (debug), the
 // "NAME settings: ..." summary (info) and the others.

@@ -127,6 +127,11 @@ const std::vector<std::string> kSettingNames = {"algo",
                                                 "hv_method",
                                                 "beta1_halflife",
                                                 "beta2_halflife",
+                                                "lbfgs_history",
+                                                "lbfgs_line_search",
+                                                "lbfgs_line_search_evaluations",
+                                                "wolfe_c1",
+                                                "wolfe_c2",
                                                 "weight_decay",
                                                 "max_gradient_global_norm",
                                                 "learning_rate_schedule",
@@ -143,6 +148,7 @@ const std::vector<std::string> kSettingNames = {"algo",
                                                 "plateau_cooldown",
                                                 "monitor_gradients",
                                                 "batch_size",
+                                                "full_batch",
                                                 "max_passes",
                                                 "max_steps",
                                                 "gradient_tolerance",
@@ -171,7 +177,7 @@ std::string value_of(const std::vector<std::pair<std::string, std::string>>& set
 
 TEST(PublicOptions, SettingsListsEveryNameInDeclarationOrder) {
   const auto settings = downhill::Options().settings();
-  ASSERT_EQ(settings.size(), 47u);
+  ASSERT_EQ(settings.size(), 53u);
   std::vector<std::string> names;
   for (const auto& [name, value] : settings) names.push_back(name);
   EXPECT_EQ(names, kSettingNames);
@@ -219,22 +225,22 @@ TEST(PublicOptions, SettingsGiveTheValuesSet) {
                             .checkpoint("run.ckpt")
                             .resume(true)
                             .settings();
-  ASSERT_EQ(settings.size(), 47u);
+  ASSERT_EQ(settings.size(), 53u);
   const std::vector<std::pair<std::string, std::string>> expected_head = {
       {"algo", "adam"}, {"learning_rate", "0.5"}, {"momentum", "0.25"}, {"nesterov", "true"}};
   EXPECT_EQ(std::vector(settings.begin(), settings.begin() + 4), expected_head);
   EXPECT_EQ(settings[12], (std::pair<std::string, std::string>{"hv_method", "grad"}));
-  EXPECT_EQ(settings[19], (std::pair<std::string, std::string>{"fused", "false"}));
+  EXPECT_EQ(settings[24], (std::pair<std::string, std::string>{"fused", "false"}));
   EXPECT_EQ(value_of(settings, "patience"), "2");
   EXPECT_EQ(value_of(settings, "monitor_gradients"), "true");
   EXPECT_EQ(value_of(settings, "batch_size"), "-1");
   // max_updates is the seed's name for max_passes, listed under its own name.
-  EXPECT_EQ(settings[31], (std::pair<std::string, std::string>{"max_passes", "7"}));
-  EXPECT_EQ(settings[32], (std::pair<std::string, std::string>{"max_steps", "unset"}));
-  EXPECT_EQ(settings[36], (std::pair<std::string, std::string>{"train_batches", "3"}));
-  EXPECT_EQ(settings[37], (std::pair<std::string, std::string>{"valid_batches", "unset"}));
-  EXPECT_EQ(settings[39], (std::pair<std::string, std::string>{"checkpoint", "run.ckpt"}));
-  EXPECT_EQ(settings[41], (std::pair<std::string, std::string>{"resume", "true"}));
+  EXPECT_EQ(settings[37], (std::pair<std::string, std::string>{"max_passes", "7"}));
+  EXPECT_EQ(settings[38], (std::pair<std::string, std::string>{"max_steps", "unset"}));
+  EXPECT_EQ(settings[42], (std::pair<std::string, std::string>{"train_batches", "3"}));
+  EXPECT_EQ(settings[43], (std::pair<std::string, std::string>{"valid_batches", "unset"}));
+  EXPECT_EQ(settings[45], (std::pair<std::string, std::string>{"checkpoint", "run.ckpt"}));
+  EXPECT_EQ(settings[47], (std::pair<std::string, std::string>{"resume", "true"}));
 }
 
 TEST(PublicOptions, ToStringOfEachHvMethod) {

@@ -24,6 +24,9 @@ class Dataset;
 class Iteration;
 
 namespace detail {
+struct BatchEvaluation;
+class EvaluationCache;
+class LbfgsWorkspace;
 class UpdateRule;
 class UpdateEngine;
 class LoopState;
@@ -77,17 +80,22 @@ class Optimizer {
   /// parameter (count, shape, dtype, device). Returns false, updating nothing
   /// (parameters and state stay exactly as they were), if any gradient holds a
   /// NaN or an infinity, or if the update would write one into any parameter or state
-  /// tensor (docs/guide.md, "Guarantees"); a warning is logged.
+  /// tensor (docs/guide.md, "Guarantees"); a warning is logged. L-BFGS refuses it
+  /// (std::logic_error): its update evaluates the loss several times; give it a loss that
+  /// returns your gradients instead (Evaluation::with_gradients).
   bool apply(const std::vector<torch::Tensor>& grads);
   /// As apply(grads), with the Hessian-vector products ESGD needs (others ignore them).
   bool apply(const std::vector<torch::Tensor>& grads,
              const std::vector<torch::Tensor>& hessian_vector_products);
 
   /// One mini-batch: evaluates the loss, differentiates it (with Hessian-vector
-  /// products for ESGD) and applies the update. Returns that batch's monitors,
-  /// computed before the update. Needs an optimizer built with a loss. With
-  /// Options::accumulate(k), the update comes at every k-th batch, from the mean of
-  /// the k batches' gradients.
+  /// products for ESGD) unless the loss returned its gradient, and applies the update.
+  /// Returns that batch's monitors, computed before the update. Needs an optimizer built
+  /// with a loss. With Options::accumulate(k), the update comes at every k-th batch, from
+  /// the mean of the k batches' gradients. L-BFGS's update is one iteration: its line
+  /// search evaluates the batch again at each point it tries, and the point it ends at is
+  /// kept, so that the next step() on the same batch (the same tensors, unchanged) with
+  /// the parameters unchanged starts from it without evaluating it again.
   Monitors step(const Batch& batch);
   /// Monitors averaged over one pass of `data` (weighted by samples); no update.
   Monitors evaluate(Dataset& data);
@@ -198,8 +206,20 @@ class Optimizer {
   bool forced_nesterov() const;
   // std::logic_error naming `call` when the optimizer was built without a loss.
   void require_loss(const char* call) const;
-  // The loss of one batch and its monitors ("loss" first), checked.
-  std::pair<torch::Tensor, Monitors> evaluate_batch(const Batch& batch) const;
+  // The loss of one batch, its monitors ("loss" first) and the gradients it returned, checked.
+  detail::BatchEvaluation evaluate_batch(const Batch& batch) const;
+  // The loss and gradient of `batch` at the parameters as they stand: the kept point's when
+  // it is of this batch and these parameters (then taken out), else evaluated (the
+  // gradients the loss returned, or autograd's).
+  detail::BatchEvaluation evaluate_point(const Batch& batch);
+  // evaluate() of the run's one batch of everything (LoopState::point_data): the loss and
+  // gradient at the point the next update starts from, evaluated once for both.
+  Monitors evaluate_point_data(Dataset& data,
+                               const std::function<void(int64_t, const Monitors&)>& after_batch);
+  // step() for an algorithm that searches along a line (L-BFGS).
+  Monitors search_step(const Batch& batch);
+  // With monitor_gradients: each parameter's gradient norm (and the global one) as monitors.
+  void add_gradient_monitors(Monitors& monitors, const std::vector<torch::Tensor>& grads) const;
   // step()'s update once the gradients (and ESGD's products) are computed.
   void update_from(const Monitors& monitors, std::vector<torch::Tensor>& grads,
                    std::vector<torch::Tensor>& hvs);
@@ -214,6 +234,10 @@ class Optimizer {
   std::vector<std::shared_ptr<Callback>> callbacks_;  // the user's, in the order added
   Loss loss_;
   bool warned_unused_ = false;
+  // The latest point evaluated with its gradient that the next step may start from (L-BFGS's
+  // end point, a one-batch run's validation), and L-BFGS's buffers between updates.
+  std::unique_ptr<detail::EvaluationCache> points_;
+  std::unique_ptr<detail::LbfgsWorkspace> lbfgs_;
 };
 
 }  // namespace downhill

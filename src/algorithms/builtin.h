@@ -17,6 +17,11 @@
 #define DOWNHILL_BUILTIN_ALGORITHMS(X) \
   X(sgd) X(nag) X(rprop) X(rmsprop) X(adagrad) X(adadelta) X(esgd) X(adam) X(adamw) X(lion)
 
+/// X(id) for every built-in algorithm whose update searches along a line (UpdateRule::
+/// searches_line): built by name like the others, but not listed by builtin_algorithm_names(),
+/// the algorithms of the update chain.
+#define DOWNHILL_SEARCH_ALGORITHMS(X) X(lbfgs)
+
 namespace downhill::detail {
 
 #define DOWNHILL_DECLARE_BUILTIN(id)              \
@@ -24,6 +29,7 @@ namespace downhill::detail {
   void declare_##id##_settings();                 \
   Options with_##id##_defaults(Options options);
 DOWNHILL_BUILTIN_ALGORITHMS(DOWNHILL_DECLARE_BUILTIN)
+DOWNHILL_SEARCH_ALGORITHMS(DOWNHILL_DECLARE_BUILTIN)
 #undef DOWNHILL_DECLARE_BUILTIN
 
 /// The hyperparameters several built-in rules share (RMSProp, ADAGRAD, ADADELTA, ESGD, Adam),
@@ -114,6 +120,11 @@ inline void unless_weight_below_one(const char* rule, const char* name, double h
     (defaults)(options);                                                                          \
     return options;                                                                               \
   }
+
+/// `options` with the defaults of the built-in algorithm options.algo() names (as its factory
+/// gives them; unchanged for another algorithm), for what is decided before the optimizer is
+/// built (minimize() wrapping the data).
+Options with_algorithm_defaults(Options options);
 
 /// Sets `name` to `value` unless the options were given a value for it.
 inline void default_to(Options& options, std::string_view name, double value) {

@@ -25,6 +25,7 @@ void declare_builtin_hyperparameters() {
   shared_hyperparameters();
 #define DOWNHILL_DECLARE_SETTINGS(id) declare_##id##_settings();
   DOWNHILL_BUILTIN_ALGORITHMS(DOWNHILL_DECLARE_SETTINGS)
+  DOWNHILL_SEARCH_ALGORITHMS(DOWNHILL_DECLARE_SETTINGS)
 #undef DOWNHILL_DECLARE_SETTINGS
 }
 

@@ -69,6 +69,10 @@
     "max_gradient_global_norm, grad_norm).")                                                       \
   X(int64_t, batch_size, 32, kLoop, {}, false, true,                                               \
     "Mini-batch size used when minimize() wraps tensors in a Dataset; <= 0 = one batch.")          \
+  X(bool, full_batch, false, kLoop, {}, false, true,                                               \
+    "One batch of everything: minimize() wraps tensors in one batch (batch_size ignored), and "   \
+    "with no validation set each validation is the loss at the point the next update starts "     \
+    "from, evaluated once for both, in the training phase.")                                       \
   X(std::optional<int64_t>, max_passes, std::nullopt, kLoop, checks::integer_at_least(1), false,   \
     true, "Stop after this many passes (unset: no limit); >= 1. Also named max_updates.")          \
   X(std::optional<int64_t>, max_steps, std::nullopt, kLoop, checks::integer_at_least(1), false,    \

@@ -97,6 +97,10 @@ class UpdateRule {
   virtual bool schedule_in_learning_rate() const { return false; }
   /// Whether the rule always uses Nesterov momentum (NAG).
   virtual bool forces_nesterov() const = 0;
+  /// Whether an update searches along a line, evaluating the loss several times (L-BFGS):
+  /// Optimizer::step() then runs the search (lbfgs_search.h) instead of update(), and apply()
+  /// is refused.
+  virtual bool searches_line() const { return false; }
   /// A holder for one group's constants, made once per group.
   virtual std::unique_ptr<RuleConstants> make_constants() const {
     return std::make_unique<RuleConstants>();
