@@ -172,21 +172,35 @@ class Search {
     return out;
   }
   Parts buffer(size_t b) { return parts(work_.gradients[b]); }
-  // Row `row` of state slot `slot` of each parameter.
-  Parts row(size_t slot, int64_t row) {
-    Parts out;
-    for (size_t k = 0; k < index_.size(); ++k) {
-      out.push_back(engine_.slots(index_[k])[slot].template data_ptr<V>() + row * sizes_[k]);
+  // Row `row` of state slot `slot` (0: s, 1: y) of each parameter, found once per update.
+  const Parts& row(size_t slot, int64_t row) const { return rows_[slot][static_cast<size_t>(row)]; }
+  void find_rows() {
+    for (size_t slot = 0; slot < 2; ++slot) {
+      rows_[slot].assign(static_cast<size_t>(settings_.history), Parts(index_.size()));
+      for (size_t k = 0; k < index_.size(); ++k) {
+        V* base = engine_.slots(index_[k])[slot].template data_ptr<V>();
+        for (int64_t r = 0; r < settings_.history; ++r) {
+          rows_[slot][static_cast<size_t>(r)][k] = base + r * sizes_[k];
+        }
+      }
     }
-    return out;
   }
 
+  // Four running sums, so that the additions need not wait for each other.
   double dot(const Parts& a, const Parts& b) const {
-    double sum = 0;
+    double sums[4] = {0, 0, 0, 0};
     for (size_t k = 0; k < a.size(); ++k) {
-      for (int64_t j = 0; j < sizes_[k]; ++j) sum += double(a[k][j]) * double(b[k][j]);
+      const V* x = a[k];
+      const V* y = b[k];
+      const int64_t n = sizes_[k];
+      int64_t j = 0;
+      for (; j + 4 <= n; j += 4) {
+        for (int lane = 0; lane < 4; ++lane)
+          sums[lane] += double(x[j + lane]) * double(y[j + lane]);
+      }
+      for (; j < n; ++j) sums[0] += double(x[j]) * double(y[j]);
     }
-    return sum;
+    return (sums[0] + sums[1]) + (sums[2] + sums[3]);
   }
   double max_abs(const Parts& a) const {
     double out = 0;
@@ -254,6 +268,7 @@ class Search {
         pairs = resized;
       }
     }
+    find_rows();
   }
 
   // Copies the parameters' gradients (of every parameter; those that update are read) into
@@ -292,8 +307,8 @@ class Search {
     double gamma = 1.0;
     bool newest = true;
     for (int64_t r = rows - 1; r >= 0; --r) {
-      const auto s = row(0, r);
-      const auto y = row(1, r);
+      const auto& s = row(0, r);
+      const auto& y = row(1, r);
       const double ys = dot(y, s);
       if (ys == 0) continue;  // an empty row
       if (newest) {
@@ -310,8 +325,8 @@ class Search {
     }
     for (int64_t r = 0; r < rows; ++r) {
       if (rho_[r] == 0) continue;
-      const auto s = row(0, r);
-      const auto y = row(1, r);
+      const auto& s = row(0, r);
+      const auto& y = row(1, r);
       const double beta = rho_[r] * dot(y, d);
       add_scaled(d, alpha_[r] - beta, s);
     }
@@ -524,6 +539,7 @@ class Search {
   std::vector<int64_t> sizes_;  // their element counts
   std::vector<bool> free_;      // which gradient buffers are free
   std::vector<double> alpha_, rho_;
+  std::array<std::vector<Parts>, 2> rows_;
   double f0_ = 0;
   double gtd0_ = 0;
 };

@@ -37,7 +37,14 @@ namespace {
 // The loss must be a scalar floating-point tensor and each monitor a scalar.
 void check_evaluation(const Evaluation& evaluation) {
   const auto& loss = evaluation.loss;
-  if (!loss.defined() || loss.numel() != 1 || !loss.is_floating_point() || loss.is_meta()) {
+  if (evaluation.value && !loss.defined()) {
+    if (evaluation.gradients.empty()) {
+      throw std::invalid_argument(
+          "downhill: the loss was given as a number without its gradients; return "
+          "Evaluation::with_gradients(value, gradients), or the loss as a tensor that depends on "
+          "the parameters");
+    }
+  } else if (!loss.defined() || loss.numel() != 1 || !loss.is_floating_point() || loss.is_meta()) {
     throw std::invalid_argument(
         "downhill: the loss must be a scalar floating-point tensor holding a value (not on the "
         "meta device); got " +
@@ -257,7 +264,9 @@ detail::BatchEvaluation Optimizer::evaluate_batch(const Batch& batch) const {
     ++loop_->counters.gradient_evaluations;
   }
   Monitors monitors;
-  monitors.set("loss", evaluation.loss.item<double>());
+  monitors.set("loss", evaluation.value && !evaluation.loss.defined()
+                           ? *evaluation.value
+                           : evaluation.loss.item<double>());
   for (const auto& [name, value] : evaluation.monitors) monitors.set(name, value.item<double>());
   return {evaluation.loss, std::move(monitors), std::move(evaluation.gradients)};
 }

@@ -330,6 +330,26 @@ TEST(Lbfgs, BacksOffFromPointsWhereTheLossIsNotFinite) {
   EXPECT_GT(x.item<double>(), 2.0);
 }
 
+TEST(Lbfgs, SkipsAPairWithoutUpwardCurvatureAndSaysSoOnce) {
+  // f = cos x from x = 0.1 with the fixed step 1: g = −sin x, and the first step is
+  // min(1, 1/|g|)·g = −g, so x₁ = 0.1 + sin 0.1, x₂ = x₁ + sin x₁ (no pair kept, so d = −g).
+  // f curves downward there (f'' = −cos x < 0): sᵀy < 0 at both steps.
+  auto x = torch::full({1}, 0.1, torch::dtype(torch::kDouble)).requires_grad_(true);
+  auto opt = downhill::build(
+      "lbfgs", [&](const downhill::Batch&) -> downhill::Evaluation { return x.cos().sum(); },
+      {{"x", x}}, Options().set("lbfgs_line_search", "none").step_tolerance(0));
+  downhill::testing::LogCapture capture;
+  opt->step({});
+  const double x1 = 0.1 + std::sin(0.1);
+  EXPECT_DOUBLE_EQ(x.item<double>(), x1);
+  opt->step({});
+  EXPECT_DOUBLE_EQ(x.item<double>(), x1 + std::sin(x1));
+  EXPECT_EQ(named(opt->state(), "x.s").abs().sum().item<double>(), 0.0);
+  const std::string log = capture.text();
+  EXPECT_THAT(log, HasSubstr("a curvature pair with s'y"));
+  EXPECT_EQ(log.find("a curvature pair"), log.rfind("a curvature pair"));  // once
+}
+
 TEST(Lbfgs, RefusesWhatHasNoMeaningForIt) {
   const auto loss = [](const downhill::Batch&) -> downhill::Evaluation {
     return torch::zeros({1});

@@ -4,6 +4,7 @@
 #include <torch/types.h>
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -33,6 +34,16 @@ struct Evaluation {
     evaluation.gradients = std::move(gradients);
     return evaluation;
   }
+  /// As with_gradients(loss, gradients, monitors), the loss given as a number: no tensor is
+  /// made for it (`loss` stays undefined; `value` holds it).
+  static Evaluation with_gradients(
+      double value, std::vector<torch::Tensor> gradients,
+      std::vector<std::pair<std::string, torch::Tensor>> monitors = {}) {
+    Evaluation evaluation(torch::Tensor(), std::move(monitors));
+    evaluation.value = value;
+    evaluation.gradients = std::move(gradients);
+    return evaluation;
+  }
 
   /// A scalar floating-point tensor: it depends on the parameters, unless `gradients` is given.
   torch::Tensor loss;
@@ -41,6 +52,9 @@ struct Evaluation {
   /// The gradient of the loss, when the loss function computes it (with_gradients()); empty
   /// otherwise, and downhill differentiates the loss.
   std::vector<torch::Tensor> gradients;
+  /// The loss as a number, when with_gradients(value, ...) gave it so; `loss` is then
+  /// undefined.
+  std::optional<double> value;
 };
 
 /// A loss function: evaluates one mini-batch.
