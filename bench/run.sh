@@ -54,3 +54,10 @@ cat "$results/chain_table.md"
 
 echo "bench: network end to end (about 2 minutes)" >&2
 bash "$here/mlp_run.sh" "$build" | tee "$results/mlp_table.md"
+
+# Smooth problems: L-BFGS against torch.optim.LBFGS and LBFGS++ (when LBFGS++ was found).
+if [ -x "$bench/smooth_bench" ]; then
+  echo "bench: smooth problems, L-BFGS (about 1 minute)" >&2
+  printf '\n## Smooth problems\n\n'
+  bash "$here/smooth_run.sh" "$build" 7 | tee "$results/smooth_table.md"
+fi

@@ -17,6 +17,7 @@ packages=(
   zlib1g-dev              # reads that gzip-compressed data set
   python3-matplotlib      # the plot scripts (scripts/plot_history.py, plot_rosenbrock.py)
   libgloo-dev             # c10d's Gloo backend headers, for data-parallel training
+  liblbfgspp-dev          # LBFGS++ (with Eigen), the L-BFGS peer of bench/smooth_bench
 )
 
 missing=()
