@@ -101,16 +101,20 @@ struct Result {
   double seconds = 0;
 };
 
-// Times downhill's L-BFGS on `loss` over `params` through minimize() until the loss throws
-// Reached; the tolerances off, so that only the target ends the run.
+// Times downhill's L-BFGS on `loss` over `params` until the loss throws Reached, through
+// minimize() or, `by_step`, step() called in a loop of one's own; the tolerances off, so that
+// only the target ends the run.
 template <typename LossFunction>
-double time_downhill(LossFunction loss, downhill::Params params) {
+double time_downhill(LossFunction loss, downhill::Params params, bool by_step = false) {
   auto opt =
       downhill::build("lbfgs", std::move(loss), std::move(params),
                       downhill::Options().gradient_tolerance(0).step_tolerance(0).patience(100000));
   downhill::Dataset nothing(downhill::Batch{});
   const auto began = Clock::now();
   try {
+    if (by_step) {
+      for (;;) opt->step({});
+    }
     opt->minimize(nothing);
   } catch (const Reached&) {
   }
@@ -133,7 +137,7 @@ Result downhill_autograd(const Case& c, double target) {
 }
 
 // downhill's L-BFGS given the gradient written by hand into a buffer (with_gradients).
-Result downhill_by_hand(const Case& c, double target) {
+Result downhill_by_hand(const Case& c, double target, bool by_step = false) {
   const auto n = c.problem.start.numel();
   std::vector<double> x(c.problem.start.data_ptr<double>(), c.problem.start.data_ptr<double>() + n);
   std::vector<double> gradient(static_cast<size_t>(n));
@@ -147,7 +151,7 @@ Result downhill_by_hand(const Case& c, double target) {
         if (f <= target) throw Reached{};
         return downhill::Evaluation::with_gradients(f, {gradient_tensor});
       },
-      {{"x", x_tensor}});
+      {{"x", x_tensor}}, by_step);
   return result;
 }
 
@@ -220,7 +224,9 @@ int main(int argc, char** argv) {
         print("downhill", downhill_autograd(c, target));
         print("lbfgspp", lbfgspp(c, target));
         print("downhill_by_hand", downhill_by_hand(c, target));
+        print("downhill_by_hand_step", downhill_by_hand(c, target, true));
       } else {
+        print("downhill_by_hand_step", downhill_by_hand(c, target, true));
         print("downhill_by_hand", downhill_by_hand(c, target));
         print("lbfgspp", lbfgspp(c, target));
         print("downhill", downhill_autograd(c, target));

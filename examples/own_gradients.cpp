@@ -1,14 +1,17 @@
 // Your own gradients, without autograd: the parameters and their gradient live in your own
 // buffers (here std::vector<double>; Eigen's and Armadillo's data() work alike), wrapped as
-// tensors by torch::from_blob without a copy, and apply() updates the parameters in place in
-// your buffer. The problem is the extended Rosenbrock function in 100 dimensions, with its
-// gradient written by hand (docs/guide.md, "Your own gradients").
+// tensors by torch::from_blob without a copy. SGD with momentum updates them by apply(), in
+// place in your buffer; L-BFGS, whose update evaluates the loss several times, takes a loss
+// that returns its value and your gradient (Evaluation::with_gradients). The problem is the
+// extended Rosenbrock function in 100 dimensions, with its gradient written by hand
+// (docs/guide.md, "Your own gradients").
 #include <downhill/downhill.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 namespace {
@@ -65,6 +68,35 @@ int main() {
   if (!converged) {
     std::fprintf(stderr, "own_gradients: f = %g, x[0] = %.9f after %lld updates\n", f, x[0],
                  static_cast<long long>(updates));
+    return 1;
+  }
+
+  // The same problem by L-BFGS, from the same start: the loss returns f and the gradient it
+  // wrote into your buffer, and minimize() runs it until the largest gradient element is
+  // within 1e-6 (gradient_tolerance; one batch of everything, a loss of no data). The step
+  // tolerance is off, so that the gradient's is the one that stops it.
+  for (size_t i = 0; i < x.size(); i += 2) {
+    x[i] = -1.2;
+    x[i + 1] = 1.0;
+  }
+  auto lbfgs = downhill::build(
+      "lbfgs",
+      [&](const downhill::Batch&) {
+        const double value = rosenbrock(x, gradient);
+        return downhill::Evaluation::with_gradients(value, {gradient_tensor});
+      },
+      {{"x", x_tensor}}, downhill::Options().gradient_tolerance(1e-6).step_tolerance(0));
+  downhill::Dataset nothing(downhill::Batch{});
+  lbfgs->minimize(nothing);
+  const auto run = lbfgs->last_run();
+  const double f_lbfgs = rosenbrock(x, gradient);
+  std::printf("L-BFGS: f = %.3g after %lld updates and %lld evaluations; x[0] = %.9f\n", f_lbfgs,
+              static_cast<long long>(run.updates), static_cast<long long>(run.loss_evaluations),
+              x[0]);
+  if (!(f_lbfgs < 1e-9 && std::abs(x[0] - 1.0) < 1e-5) ||
+      run.stop != downhill::StopReason::kGradientTolerance) {
+    std::fprintf(stderr, "own_gradients: L-BFGS ended at f = %g (%s)\n", f_lbfgs,
+                 std::string(downhill::to_string(run.stop)).c_str());
     return 1;
   }
   return 0;
