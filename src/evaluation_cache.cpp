@@ -50,6 +50,7 @@ std::optional<BatchEvaluation> EvaluationCache::take(const Batch& batch, const P
 }
 
 void EvaluationCache::clear() noexcept {
+  if (!point_) return;  // apply() calls it at every update
   point_.reset();
   batch_.clear();
   batch_identity_.clear();

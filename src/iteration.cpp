@@ -337,9 +337,9 @@ void Iteration::Impl::point_validation() {
     return;
   }
   log->warn(
-      "full_batch(true), but the training data '{}' is not one batch of everything (a dataset "
-      "of tensors with batch_size(0), without shuffle_samples): each validation evaluates it "
-      "anew",
+      "full_batch is on (set, or L-BFGS's default), but the training data '{}' is not one "
+      "batch of everything (a dataset of tensors with batch_size(0), without "
+      "shuffle_samples): each validation evaluates it anew",
       train.name());
 }
 

@@ -277,7 +277,7 @@ detail::BatchEvaluation Optimizer::evaluate_point(const Batch& batch) {
   if (evaluation.grads.empty()) evaluation.grads = gradients(evaluation.loss, false);
   for (size_t i = 0; i < evaluation.grads.size(); ++i) {
     // A frozen group's gradient may be left undefined by a loss that computes its own.
-    if (!evaluation.grads[i].defined()) evaluation.grads[i] = torch::zeros_like(tensors()[i]);
+    if (!evaluation.grads[i].defined()) evaluation.grads[i] = torch::zeros_like(params().tensor(i));
   }
   return evaluation;
 }

@@ -63,7 +63,9 @@ TEST(FullBatch, SaysSoWhenTheDataIsNotOneBatch) {
   downhill::testing::LogCapture capture;
   Fit fit;
   fit.run(Options().max_passes(2).full_batch(true), downhill::DatasetOptions().batch_size(4));
-  EXPECT_THAT(capture.text(), HasSubstr("full_batch(true), but the training data"));
+  EXPECT_THAT(
+      capture.text(),
+      HasSubstr("full_batch is on (set, or L-BFGS's default), but the training data 'data'"));
   EXPECT_GT(fit.validation_calls, 0);  // validated as usual
 }
 
