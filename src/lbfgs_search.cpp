@@ -90,10 +90,15 @@ class Search {
       return start;
     }
     const double g_max = max_abs(g0);
-    if (g_max == 0) {  // a stationary point: no direction to search
-      engine_.record_searched_update({.loss_before = f0, .loss_after = f0});
+    // The update ends where it started: counted, with the start's measures and no step.
+    const auto stay = [&] {
+      engine_.record_searched_update({.gradient_max = g_max,
+                                      .gradient_norm = std::sqrt(dot(g0, g0)),
+                                      .loss_before = f0,
+                                      .loss_after = f0});
       return start;
-    }
+    };
+    if (g_max == 0) return stay();  // a stationary point: no direction to search
     auto d = parts(work_.direction);
     double gtd = two_loop(g0, d);
     if (!(gtd < 0)) {
@@ -108,13 +113,7 @@ class Search {
     }
     // A slope along d above −step_tolerance promises no step above it (torch.optim.LBFGS's
     // tolerance_change stops here too): no search, a step of 0, which that tolerance stops.
-    if (gtd > -engine_.options().step_tolerance()) {
-      engine_.record_searched_update({.gradient_max = g_max,
-                                      .gradient_norm = std::sqrt(dot(g0, g0)),
-                                      .loss_before = f0,
-                                      .loss_after = f0});
-      return start;
-    }
+    if (gtd > -engine_.options().step_tolerance()) return stay();
     const double first_scale = engine_.update_count() == 0 ? std::min(1.0, 1.0 / sum_abs(g0)) : 1.0;
     const double t0 = first_scale * engine_.options().learning_rate();
     auto x0 = parts(work_.start);
@@ -139,13 +138,7 @@ class Search {
     }
     move_to(accepted.t);
     bump_versions();
-    if (accepted.t == 0) {  // no point along the direction lowered the loss
-      engine_.record_searched_update({.gradient_max = g_max,
-                                      .gradient_norm = std::sqrt(dot(g0, g0)),
-                                      .loss_before = f0,
-                                      .loss_after = f0});
-      return start;
-    }
+    if (accepted.t == 0) return stay();  // no point along the direction lowered the loss
     auto g = buffer(accepted.buffer);
     add_pair(accepted.t, d, g0, g);
     engine_.record_searched_update({.gradient_max = max_abs(g),
