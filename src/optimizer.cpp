@@ -380,17 +380,31 @@ Monitors Optimizer::step(const Batch& batch) {
 
 Monitors Optimizer::search_step(const Batch& batch) {
   const detail::PhaseScope phase(Phase::kTraining);
-  auto start = evaluate_point(batch);
+  // Data-parallel, each point's loss, monitors and gradient are their means over the ranks, so
+  // that every rank searches alike (the point kept was agreed on already).
+  const auto agreed = [this](detail::BatchEvaluation evaluation) {
+    if (ranks_->place().world_size == 1) return evaluation;
+    std::vector<torch::Tensor> no_products;
+    ranks_->average(*engine_, evaluation.grads, no_products);
+    detail::PassProgress totals;
+    detail::add_weighted(totals, evaluation.monitors, 1.0);
+    ranks_->agree(totals);
+    evaluation.monitors = detail::weighted_mean(totals);
+    return evaluation;
+  };
+  auto kept = points_->take(batch, params());
+  auto start = kept ? std::move(*kept) : agreed(evaluate_point(batch));
   Monitors monitors = start.monitors;
   add_gradient_monitors(monitors, start.grads);
   if (!lbfgs_) lbfgs_ = std::make_unique<detail::LbfgsWorkspace>();
   auto end = detail::lbfgs_update(*engine_, *lbfgs_, std::move(start), [&] {
     auto evaluation = evaluate_batch(batch);
     if (evaluation.grads.empty()) evaluation.grads = gradients(evaluation.loss, false);
-    return evaluation;
+    return agreed(std::move(evaluation));
   });
   points_->store(batch, params(), std::move(end));
-  loop_->interrupt_requested = detail::InterruptGuard::requested();
+  loop_->interrupt_requested =
+      ranks_->any(detail::InterruptGuard::requested(), "Ctrl-C was pressed on a rank");
   return monitors;
 }
 

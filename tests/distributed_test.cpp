@@ -205,6 +205,18 @@ INSTANTIATE_TEST_SUITE_P(Algorithms, Equivalence,
                            return info.param.algo + "_" + std::to_string(info.param.world);
                          });
 
+// L-BFGS data-parallel: each point's loss and gradient are their means over the ranks, and
+// every rank searches alike: 2 ranks with half the samples each ≡ one process with all 72
+// (equal halves, so the mean of the ranks' means is the mean), to rounding.
+TEST(Distributed, LbfgsRanksMatchOneProcessWithAllTheSamples) {
+  TemporaryFolder folder("dist_lbfgs");
+  const auto ranks = run(folder, "ranks", 2, {"train", "lbfgs", "passes=5", "batch=36", "lr=1"});
+  const auto single = run(folder, "single", 0, {"train", "lbfgs", "passes=5", "batch=72", "lr=1"});
+  ASSERT_EQ(count_passes(single[0]), 5) << single[0];
+  EXPECT_EQ(ranks[1], ranks[0]) << "rank 1 differs";
+  expect_close(ranks[0], single[0], 1e-10, "L-BFGS on 2 ranks");
+}
+
 // A c10d group made by the program and handed in trains as torchrun's does, bit for bit.
 TEST(Distributed, AProcessGroupOfYourOwnTrainsAsTorchrunsDoes) {
   TemporaryFolder folder("dist_own");

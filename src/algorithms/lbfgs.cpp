@@ -117,10 +117,6 @@ class LbfgsRule final : public UpdateRule {
       refuse_setting("accumulate", std::to_string(options.accumulate()),
                      "its line search evaluates one batch several times", "1");
     }
-    if (options.data_parallel()) {
-      refuse_setting("distributed", "true (or a process_group)",
-                     "this version runs its line search in one process", "one process");
-    }
   }
 };
 
