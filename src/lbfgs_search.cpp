@@ -54,14 +54,25 @@ struct Trial {
 
 constexpr size_t kBuffers = 4;  // the start's gradient and three trials at most (the zoom's)
 
-template <typename V>
-class Search {
+}  // namespace
+
+// The search of one dtype, kept in the workspace between updates, so that its lists of
+// pointers and sizes are made once.
+class LbfgsSearch {
  public:
-  Search(UpdateEngine& engine, LbfgsWorkspace& work, const PointObjective& objective)
-      : engine_(engine),
-        work_(work),
-        objective_(objective),
-        settings_(lbfgs_settings(engine.options())) {
+  virtual ~LbfgsSearch() = default;
+  virtual BatchEvaluation run(BatchEvaluation start, const PointObjective& objective) = 0;
+};
+
+LbfgsWorkspace::LbfgsWorkspace() = default;
+LbfgsWorkspace::~LbfgsWorkspace() = default;
+
+namespace {
+
+template <typename V>
+class Search final : public LbfgsSearch {
+ public:
+  Search(UpdateEngine& engine, LbfgsWorkspace& work) : engine_(engine), work_(work) {
     const auto& params = engine.params();
     for (size_t i = 0; i < params.size(); ++i) {
       if (params.is_frozen(params.group_of(i)) || params.tensor(i).numel() == 0) continue;
@@ -70,14 +81,16 @@ class Search {
     }
   }
 
-  BatchEvaluation run(BatchEvaluation start) {
+  BatchEvaluation run(BatchEvaluation start, const PointObjective& objective) override {
+    objective_ = &objective;
+    settings_ = lbfgs_settings(engine_.options());
     const double f0 = start.monitors.at("loss");
     if (index_.empty()) {  // every parameter frozen: nothing to search
       engine_.record_searched_update({.loss_before = f0, .loss_after = f0});
       return start;
     }
     prepare_buffers();
-    auto g0 = buffer(0);
+    const auto& g0 = buffer(0);
     if (!copy_gradients(start.grads, 0)) {
       engine_.skip("the gradient at the start point holds a NaN or an infinity");
       return start;
@@ -99,7 +112,7 @@ class Search {
       return start;
     };
     if (g_max == 0) return stay();  // a stationary point: no direction to search
-    auto d = parts(work_.direction);
+    const auto& d = direction_;
     double gtd = two_loop(g0, d);
     if (!(gtd < 0)) {
       // The pairs give no descent direction (rounding in nearly flat curvature): start the
@@ -116,7 +129,7 @@ class Search {
     if (gtd > -engine_.options().step_tolerance()) return stay();
     const double first_scale = engine_.update_count() == 0 ? std::min(1.0, 1.0 / sum_abs(g0)) : 1.0;
     const double t0 = first_scale * engine_.options().learning_rate();
-    auto x0 = parts(work_.start);
+    const auto& x0 = start_;
     for (size_t k = 0; k < index_.size(); ++k) {
       std::memcpy(x0[k], param(k), sizeof(V) * static_cast<size_t>(sizes_[k]));
     }
@@ -139,7 +152,7 @@ class Search {
     move_to(accepted.t);
     bump_versions();
     if (accepted.t == 0) return stay();  // no point along the direction lowered the loss
-    auto g = buffer(accepted.buffer);
+    const auto& g = buffer(accepted.buffer);
     add_pair(accepted.t, d, g0, g);
     engine_.record_searched_update({.gradient_max = max_abs(g),
                                     .step_max = std::abs(accepted.t) * max_abs(d),
@@ -159,21 +172,23 @@ class Search {
 
   V* param(size_t k) const { return engine_.params().tensor(index_[k]).template data_ptr<V>(); }
 
-  Parts parts(std::vector<at::Tensor>& tensors) const {
-    Parts out;
-    for (auto& tensor : tensors) out.push_back(tensor.template data_ptr<V>());
-    return out;
+  // `tensors`' memory, into `out` (whose storage is reused from update to update).
+  static void find_parts(std::vector<at::Tensor>& tensors, Parts& out) {
+    out.resize(tensors.size());
+    for (size_t k = 0; k < tensors.size(); ++k) out[k] = tensors[k].template data_ptr<V>();
   }
-  Parts buffer(size_t b) { return parts(work_.gradients[b]); }
+  const Parts& buffer(size_t b) const { return buffers_[b]; }
   // Row `row` of state slot `slot` (0: s, 1: y) of each parameter, found once per update.
   const Parts& row(size_t slot, int64_t row) const { return rows_[slot][static_cast<size_t>(row)]; }
   void find_rows() {
     for (size_t slot = 0; slot < 2; ++slot) {
-      rows_[slot].assign(static_cast<size_t>(settings_.history), Parts(index_.size()));
+      rows_[slot].resize(static_cast<size_t>(settings_.history));
       for (size_t k = 0; k < index_.size(); ++k) {
         V* base = engine_.slots(index_[k])[slot].template data_ptr<V>();
         for (int64_t r = 0; r < settings_.history; ++r) {
-          rows_[slot][static_cast<size_t>(r)][k] = base + r * sizes_[k];
+          auto& row = rows_[slot][static_cast<size_t>(r)];
+          row.resize(index_.size());
+          row[k] = base + r * sizes_[k];
         }
       }
     }
@@ -262,6 +277,10 @@ class Search {
       }
     }
     find_rows();
+    find_parts(work_.start, start_);
+    find_parts(work_.direction, direction_);
+    buffers_.resize(kBuffers);
+    for (size_t b = 0; b < kBuffers; ++b) find_parts(work_.gradients[b], buffers_[b]);
   }
 
   // Copies the parameters' gradients (of every parameter; those that update are read) into
@@ -279,7 +298,7 @@ class Search {
         into[k].copy_(grad);
       }
     }
-    const auto g = buffer(b);
+    const auto& g = buffer(b);
     for (size_t k = 0; k < g.size(); ++k) {
       for (int64_t j = 0; j < sizes_[k]; ++j) {
         if (!std::isfinite(g[k][j])) return false;
@@ -377,8 +396,8 @@ class Search {
 
   // Writes x₀ + t·d into the parameters.
   void move_to(double t) {
-    const auto x0 = parts(work_.start);
-    const auto d = parts(work_.direction);
+    const auto& x0 = start_;
+    const auto& d = direction_;
     const V step = static_cast<V>(t);
     for (size_t k = 0; k < index_.size(); ++k) {
       V* p = param(k);
@@ -403,13 +422,13 @@ class Search {
   // finite counts as too far (loss +∞).
   Trial evaluate(double t) {
     move_to(t);
-    BatchEvaluation evaluation = objective_();
+    BatchEvaluation evaluation = (*objective_)();
     Trial trial;
     trial.t = t;
     trial.buffer = acquire();
     trial.f = evaluation.monitors.at("loss");
     const bool finite_grad = copy_gradients(evaluation.grads, trial.buffer);
-    trial.gtd = dot(buffer(trial.buffer), parts(work_.direction));
+    trial.gtd = dot(buffer(trial.buffer), direction_);
     if (!finite_grad || !std::isfinite(trial.f) || !std::isfinite(trial.gtd)) {
       trial.f = std::numeric_limits<double>::infinity();
       trial.gtd = 0;
@@ -526,8 +545,10 @@ class Search {
 
   UpdateEngine& engine_;
   LbfgsWorkspace& work_;
-  const PointObjective& objective_;
-  const LbfgsSettings settings_;
+  const PointObjective* objective_ = nullptr;  // this update's
+  LbfgsSettings settings_;                     // this update's
+  Parts start_, direction_;                    // the workspace's buffers' memory
+  std::vector<Parts> buffers_;
   std::vector<size_t> index_;   // the parameters that update
   std::vector<int64_t> sizes_;  // their element counts
   std::vector<bool> free_;      // which gradient buffers are free
@@ -541,10 +562,19 @@ class Search {
 
 BatchEvaluation lbfgs_update(UpdateEngine& engine, LbfgsWorkspace& work, BatchEvaluation start,
                              const PointObjective& objective) {
-  if (engine.params().tensor(0).scalar_type() == at::kFloat) {
-    return Search<float>(engine, work, objective).run(std::move(start));
+  if (!work.search) {
+    // The updated parameters share one dtype (check_searched_params); the first one's decides.
+    bool single = false;
+    for (size_t i = 0; i < engine.params().size(); ++i) {
+      if (engine.params().is_frozen(engine.params().group_of(i))) continue;
+      single = engine.params().tensor(i).scalar_type() == at::kFloat;
+      break;
+    }
+    work.search = single
+                      ? std::unique_ptr<LbfgsSearch>(std::make_unique<Search<float>>(engine, work))
+                      : std::make_unique<Search<double>>(engine, work);
   }
-  return Search<double>(engine, work, objective).run(std::move(start));
+  return work.search->run(std::move(start), objective);
 }
 
 }  // namespace downhill::detail

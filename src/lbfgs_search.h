@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "evaluation_cache.h"
@@ -31,14 +32,22 @@ struct LbfgsSettings {
 };
 LbfgsSettings lbfgs_settings(const Options& options);
 
+class LbfgsSearch;  // lbfgs_search.cpp: the search of the parameters' dtype
+
 /// L-BFGS's buffers between updates (the start point, the direction and a pool of gradient
-/// buffers, per parameter that updates), so that an update allocates nothing once they exist,
-/// and whether the skipped pair was logged.
+/// buffers, per parameter that updates, and the search with its lists of pointers), so that an
+/// update allocates nothing once they exist, and whether the skipped pair was logged.
 struct LbfgsWorkspace {
+  LbfgsWorkspace();
+  ~LbfgsWorkspace();
+  LbfgsWorkspace(const LbfgsWorkspace&) = delete;
+  LbfgsWorkspace& operator=(const LbfgsWorkspace&) = delete;
+
   std::vector<at::Tensor> start;
   std::vector<at::Tensor> direction;
   std::vector<std::vector<at::Tensor>> gradients;  // [buffer][parameter]; buffer 0: the start's
   bool warned_skipped_pair = false;
+  std::unique_ptr<LbfgsSearch> search;
 };
 
 /// Evaluates the loss and its gradient at the parameters as they stand.
