@@ -113,9 +113,10 @@ double time_downhill(LossFunction loss, downhill::Params params, bool by_step = 
   const auto began = Clock::now();
   try {
     if (by_step) {
-      for (;;) opt->step({});
+      for (;;) opt->step({});  // until the loss throws Reached
+    } else {
+      opt->minimize(nothing);
     }
-    opt->minimize(nothing);
   } catch (const Reached&) {
   }
   return std::chrono::duration<double>(Clock::now() - began).count();

@@ -22,13 +22,14 @@ namespace downhill::detail {
 
 class UpdateEngine;
 
-/// L-BFGS's settings, read from the options (declared in algorithms/lbfgs.cpp).
+/// L-BFGS's settings, read from the options (declared, with their defaults, in
+/// algorithms/lbfgs.cpp).
 struct LbfgsSettings {
-  int64_t history = 10;          // curvature pairs kept
-  bool line_search = true;       // strong Wolfe; false: the fixed step t = learning_rate
-  int64_t max_evaluations = 25;  // per line search
-  double c1 = 1e-4;              // sufficient decrease
-  double c2 = 0.9;               // curvature
+  int64_t history = 0;          // curvature pairs kept
+  bool line_search = false;     // strong Wolfe; false: the fixed step t = learning_rate
+  int64_t max_evaluations = 0;  // per line search
+  double c1 = 0;                // sufficient decrease
+  double c2 = 0;                // curvature
 };
 LbfgsSettings lbfgs_settings(const Options& options);
 
