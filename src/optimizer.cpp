@@ -167,6 +167,47 @@ void Optimizer::change_options(size_t group, const GroupSettings& change) {
 }
 int64_t Optimizer::update_count() const noexcept { return engine_->update_count(); }
 NamedTensors Optimizer::state() { return engine_->state(); }
+
+void Optimizer::load_state(const NamedTensors& state, int64_t update_count) {
+  if (update_count < 0) {
+    throw std::invalid_argument("downhill: load_state: the update count is " +
+                                std::to_string(update_count) + "; allowed: >= 0");
+  }
+  const NamedTensors live = engine_->state();
+  std::vector<const at::Tensor*> given(live.size(), nullptr);
+  for (const auto& [name, tensor] : state) {
+    const auto found = std::find_if(live.begin(), live.end(),
+                                    [&](const auto& entry) { return entry.first == name; });
+    if (found == live.end()) {
+      std::string known;
+      for (const auto& entry : live) known += (known.empty() ? "" : ", ") + entry.first;
+      throw std::invalid_argument("downhill: load_state: " + this->name() +
+                                  " has no state tensor '" + name +
+                                  "'; it has: " + (known.empty() ? "none" : known));
+    }
+    const size_t index = static_cast<size_t>(found - live.begin());
+    if (given[index]) {
+      throw std::invalid_argument("downhill: load_state: '" + name + "' is given twice");
+    }
+    const at::Tensor& target = found->second;
+    if (!tensor.defined() || tensor.sizes() != target.sizes() ||
+        tensor.scalar_type() != target.scalar_type()) {
+      throw std::invalid_argument("downhill: load_state: '" + name + "' is " +
+                                  (tensor.defined() ? detail::describe(tensor) : "undefined") +
+                                  "; allowed: " + detail::describe(target));
+    }
+    given[index] = &tensor;
+  }
+  for (size_t i = 0; i < live.size(); ++i) {
+    if (!given[i]) {
+      throw std::invalid_argument("downhill: load_state: '" + live[i].first +
+                                  "' is missing; every state tensor must be given");
+    }
+  }
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < live.size(); ++i) live[i].second.copy_(*given[i]);
+  engine_->set_update_count(update_count);
+}
 std::vector<torch::Tensor>& Optimizer::slots(size_t index) { return engine_->slots(index); }
 torch::Tensor& Optimizer::velocity(size_t index) { return engine_->velocity(index); }
 

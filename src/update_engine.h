@@ -111,6 +111,8 @@ class UpdateEngine {
   std::vector<at::Tensor>& slots(size_t index);
   at::Tensor& velocity(size_t index);
   int64_t update_count() const noexcept { return update_count_; }
+  /// Sets the counter (Optimizer::load_state, after its checks).
+  void set_update_count(int64_t count) noexcept { update_count_ = count; }
   bool last_update_applied() const noexcept { return last_update_applied_; }
   /// With gradient_tolerance set, the latest applied update's largest gradient element in
   /// magnitude over the updated parameters (before clipping); with step_tolerance set, its

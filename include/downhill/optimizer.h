@@ -145,6 +145,13 @@ class Optimizer {
   NamedTensors state();
   /// Updates applied so far (Adam's t).
   int64_t update_count() const noexcept;
+  /// Puts the algorithm's state back as state() gave it: every "PARAM.SLOT" tensor (each of
+  /// its live tensor's shape and dtype; copied in), with the update counter, as
+  /// torch.optim's load_state_dict does. The parameters and settings stay as they are; a
+  /// checkpoint (load_checkpoint) restores a whole run. Throws std::invalid_argument naming
+  /// the first entry missing, unknown, repeated or of another shape or dtype, or a negative
+  /// count; nothing changes then.
+  void load_state(const NamedTensors& state, int64_t update_count);
 
   /// Writes everything needed to continue this run to `path`: parameters, every
   /// state tensor and counter, the best parameters and loss, the loop's counters,
