@@ -6,7 +6,7 @@ CMAKE_FLAGS ?=
 # Lets ccache share compiled objects between clones in different folders.
 export CCACHE_BASEDIR := $(CURDIR)
 
-.PHONY: all deps configure build demo test bench blas-check format clean
+.PHONY: all deps configure build demo python test bench blas-check format clean
 
 all: build
 
@@ -23,6 +23,10 @@ build: configure
 demo: configure
 	cmake --build $(BUILD) --target quickstart -j $(JOBS)
 	./$(BUILD)/examples/quickstart
+
+# The Python package, importable with PYTHONPATH=$(BUILD)/python (docs/guide.md, "From Python").
+python: configure
+	cmake --build $(BUILD) --target python -j $(JOBS)
 
 # ctest runs JOBS tests at once: one OpenBLAS thread each (unless the environment says
 # otherwise), or their threads wait for each other's cores.

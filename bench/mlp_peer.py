@@ -3,7 +3,10 @@
 
   mlp_peer.py prepare DIR           writes the shared problem into DIR
   mlp_peer.py run DIR SIDE          trains one side, prints one JSON line
-                                    (SIDE: pytorch or pytorch_foreach)
+                                    (SIDE: pytorch, pytorch_foreach, or, with the Python
+                                    package on PYTHONPATH, downhill_optim: the same loop with
+                                    downhill.optim.Adam; downhill_minimize: the seed-style
+                                    downhill.minimize)
 
 The problem: an MLP 64-256-256-10 (ReLU) classifying the 8x8 digits that
 python3-sklearn ships (1437 training, 360 validation images), Adam (lr 1e-3,
@@ -84,8 +87,15 @@ def run(folder, side):
             layer.weight.copy_(a[name + ".weight"])
             layer.bias.copy_(a[name + ".bias"])
     params = [p for layer in (l1, l2, l3) for p in layer.parameters()]
-    opt = torch.optim.Adam(params, lr=meta["learning_rate"], betas=(0.9, 0.999), eps=1e-8,
-                           foreach=(side == "pytorch_foreach"))
+    if side == "downhill_minimize":
+        return run_minimize(meta, a, (l1, l2, l3))
+    if side == "downhill_optim":
+        import downhill.optim
+
+        opt = downhill.optim.Adam(params, lr=meta["learning_rate"], betas=(0.9, 0.999), eps=1e-8)
+    else:
+        opt = torch.optim.Adam(params, lr=meta["learning_rate"], betas=(0.9, 0.999), eps=1e-8,
+                               foreach=(side == "pytorch_foreach"))
 
     def forward(x, y):
         return torch.nn.functional.cross_entropy(l3(torch.relu(l2(torch.relu(l1(x))))), y)
@@ -131,6 +141,38 @@ def run(folder, side):
                       "validation_loss": validation_loss, "accuracy": accuracy,
                       "last_epoch_loss": total / len(order),
                       "split_us_per_step": {k: v / steps * 1e6 for k, v in split.items()}}))
+
+
+def run_minimize(meta, a, layers):
+    """The seed's one call: downhill.minimize over a Dataset that shuffles samples from the
+    order seed (the orders the other sides read), validating before and after the 30 epochs."""
+    import downhill
+
+    l1, l2, l3 = layers
+
+    def forward(x, y):
+        return torch.nn.functional.cross_entropy(l3(torch.relu(l2(torch.relu(l1(x))))), y)
+
+    params = {f"{name}.{kind}": getattr(layer, kind)
+              for name, layer in zip(LAYERS, layers) for kind in ("weight", "bias")}
+    train = downhill.Dataset([a["x_train"], a["y_train"]], batch_size=meta["batch"],
+                             shuffle_samples=True, rng=meta["order_seed"], name="train")
+    valid = downhill.Dataset([a["x_valid"], a["y_valid"]], batch_size=0, name="valid")
+    clock = time.perf_counter
+    cpu_start, wall_start = time.process_time(), clock()
+    result = downhill.minimize(forward, train, valid, params=params, algo="adam",
+                               learning_rate=meta["learning_rate"], beta1=0.9, beta2=0.999,
+                               rms_regularizer=1e-8, max_passes=meta["epochs"],
+                               validate_every=meta["epochs"], patience=1000)
+    wall, cpu = clock() - wall_start, time.process_time() - cpu_start
+    with torch.no_grad():
+        validation_loss = forward(a["x_valid"], a["y_valid"]).item()
+        logits = l3(torch.relu(l2(torch.relu(l1(a["x_valid"])))))
+        accuracy = (logits.argmax(1) == a["y_valid"]).float().mean().item()
+    steps = meta["epochs"] * train.slice_count
+    print(json.dumps({"side": "downhill_minimize", "cpu_seconds": cpu, "wall_seconds": wall,
+                      "steps": steps, "validation_loss": validation_loss, "accuracy": accuracy,
+                      "last_epoch_loss": result[0]["loss"], "split_us_per_step": {}}))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ packages=(
   python3-matplotlib      # the plot scripts (scripts/plot_history.py, plot_rosenbrock.py)
   libgloo-dev             # c10d's Gloo backend headers, for data-parallel training
   liblbfgspp-dev          # LBFGS++ (with Eigen), the L-BFGS peer of bench/smooth_bench
+  # The Python package (python/): its module, built against python3-torch, and its tests.
+  pybind11-dev python3-dev python3-pytest python3-numpy python3-scipy
 )
 
 missing=()
