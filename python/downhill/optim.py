@@ -41,6 +41,7 @@ _ONLY = {"foreach": (None, False, True), "maximize": (False,), "amsgrad": (False
          "dampening": (0, 0.0), "centered": (False,), "capturable": (False,),
          "differentiable": (False,), "fused": (None, False), "lr_decay": (0, 0.0),
          "initial_accumulator_value": (0, 0.0)}
+_ABSENT = object()
 # Keys a group may hold that are not settings (added by schedulers and other tools).
 _IGNORED = {"params", "initial_lr", "name"} | set(_ONLY)
 
@@ -141,9 +142,16 @@ class Optimizer(torch.optim.Optimizer):
         """Hands changes of the group dicts (a scheduler's lr) to the engine."""
         where = type(self).__name__
         for index, group in enumerate(self.param_groups):
-            current = self._hyperparameters(group)
             synced = self._synced[index]
+            if synced is not None and len(group) == len(synced) + 1:
+                for key, value in group.items():
+                    if key != "params" and synced.get(key, _ABSENT) is not value:
+                        break
+                else:
+                    continue  # every setting is the very object handed over last time
+            current = self._hyperparameters(group)
             if current == synced:
+                self._synced[index] = current
                 continue
             changed = {key: value for key, value in current.items()
                        if synced is None or key not in synced or synced[key] != value}
@@ -152,6 +160,10 @@ class Optimizer(torch.optim.Optimizer):
             self._synced[index] = current
 
     def _gradients(self):
+        if not any(self._frozen):
+            grads = [param.grad for param in self._order]
+            if not any(grad is None for grad in grads):  # (`None in grads` would call __eq__)
+                return grads
         grads = []
         for index, (param, frozen) in enumerate(zip(self._order, self._frozen)):
             if frozen:
@@ -165,10 +177,22 @@ class Optimizer(torch.optim.Optimizer):
                 grads.append(param.grad)
         return grads
 
-    @torch.no_grad()
     def step(self, closure=None):
         """One update from the parameters' .grad; `closure` (optional) re-evaluates the model
         and returns the loss, as torch.optim's. Returns the closure's loss."""
+        # torch.profiler sees the step under torch.optim's label; otherwise the label costs
+        # nothing. (The library's update records no autograd graph: no torch.no_grad needed.)
+        if torch.autograd._profiler_enabled():
+            with torch.autograd.profiler.record_function(
+                    f"Optimizer.step#{type(self).__name__}.step"):
+                return self._step(closure)
+        return self._step(closure)
+
+    # torch.optim.Optimizer wraps a subclass's step() in a profiler label at every call unless
+    # it is marked as labelled already; step() labels itself when a profiler runs.
+    step.hooked = True
+
+    def _step(self, closure):
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -276,7 +300,7 @@ class ESGD(Optimizer):
     algo = "esgd"
     torch_defaults = {"lr": 0.01}
 
-    def step(self, closure=None):
+    def _step(self, closure):
         if closure is None:
             raise RuntimeError("ESGD.step needs a closure that returns the loss (ESGD computes "
                                "Hessian-vector products from its graph)")

@@ -13,3 +13,9 @@ def problem():
         return (features @ w - targets).square().mean()
 
     return w, loss, x, y
+
+
+def ddp_model():
+    """A linear model of the same data, its weights from a fixed seed."""
+    torch.manual_seed(11)
+    return torch.nn.Linear(4, 1).double()
