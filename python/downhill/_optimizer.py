@@ -53,10 +53,13 @@ def _entries(params, start):
     if isinstance(params, torch.Tensor):
         params = [params]
     if isinstance(params, dict):
-        return [(str(name), tensor) for name, tensor in params.items()]
+        params = list(params.items())
     entries = []
     for item in params:
         if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+            if not isinstance(item[1], torch.Tensor):
+                raise TypeError(f"parameter '{item[0]}' must be a torch.Tensor, not "
+                                f"{type(item[1]).__name__}")
             entries.append(item)
         elif isinstance(item, torch.Tensor):
             entries.append((f"param{start + len(entries)}", item))

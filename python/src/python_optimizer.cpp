@@ -237,8 +237,12 @@ void bind_optimizer(py::module_& module) {
       .def_property_readonly("name", &Optimizer::name)
       .def_property_readonly("params",
                              [](const Optimizer& opt) { return to_entries(opt.params()); })
-      .def_property_readonly("options", &Optimizer::options)
-      .def("group_options", &Optimizer::group_options, py::arg("group"))
+      // Copies: a live change replaces the optimizer's options.
+      .def_property_readonly("options", [](const Optimizer& opt) { return opt.options(); })
+      .def(
+          "group_options",
+          [](const Optimizer& opt, size_t group) { return opt.group_options(group); },
+          py::arg("group"))
       .def("group_of",
            [](const Optimizer& opt, size_t index) { return opt.params().group_of(index); })
       .def_property_readonly("group_count",
