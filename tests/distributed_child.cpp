@@ -20,7 +20,9 @@
 //            evaluate() on the validation set), log=warn (downhill's warnings are logged too),
 //            range=1 (the training data is a range, downhill::from_range, of this rank's share
 //            of the batches: batch k·world + rank, as the loop shards a tensor dataset) with
-//            range_short=1 (rank 1's range lacks its last batch).
+//            range_short=1 (rank 1's range lacks its last batch), pass_sleep=S (every rank
+//            sleeps S seconds after each pass, and prints "world W" first: a run long enough
+//            for a node to join it, in tests/multi_machine_test.sh).
 // It prints "pass N" to stdout after each pass, flushed (for the Ctrl-C test).
 // On an exception it writes "error: WHAT" to OUT_FILE, and exits with 3.
 #include <downhill/distributed.h>
@@ -158,6 +160,11 @@ int train(const std::string& algo, const std::string& out_file, const Settings& 
   const int die_at = static_cast<int>(number(settings, "die_at", -1));
   const int hang_at = static_cast<int>(number(settings, "hang_at", -1));
   const int leave_at = static_cast<int>(number(settings, "leave_at", -1));
+  const double pass_sleep = number(settings, "pass_sleep", 0);
+  if (pass_sleep > 0) {
+    std::printf("world %lld\n", static_cast<long long>(opt->place().world_size));
+    std::fflush(stdout);
+  }
   int pass = 0;
   for (const auto& [training, validation] : opt->iterate(train, &valid)) {
     ++pass;
@@ -171,6 +178,7 @@ int train(const std::string& algo, const std::string& out_file, const Settings& 
     out.flush();
     std::printf("pass %d\n", pass);
     std::fflush(stdout);
+    if (pass_sleep > 0) std::this_thread::sleep_for(std::chrono::duration<double>(pass_sleep));
     if (pass == die_at && place.rank == 1) std::_Exit(9);
     if (pass == hang_at && place.rank == 1) std::this_thread::sleep_for(std::chrono::minutes(10));
     if (pass == leave_at && place.rank == 1) break;
