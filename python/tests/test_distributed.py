@@ -17,7 +17,10 @@ from distributed_problem import ddp_model, problem  # noqa: E402
 
 
 def launch(tmp_path, mode):
-    command = ["/usr/bin/torchrun", "--standalone", "--nproc_per_node=2", "--redirects", "1",
+    # torchrun --standalone always takes port 29400 for its rendezvous, which other tests'
+    # launches running at the same time would share: a free port (localhost:0) instead.
+    command = ["/usr/bin/torchrun", "--nnodes=1", "--rdzv_backend=c10d",
+               "--rdzv_endpoint=localhost:0", "--nproc_per_node=2", "--redirects", "1",
                "--tee", "1", os.path.join(HERE, "distributed_script.py"), str(tmp_path), mode]
     done = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
