@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <limits>
 #include <mutex>
+#include <numeric>
 #include <stdexcept>
 #include <string_view>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
@@ -152,46 +153,68 @@ class GroupCommunicator final : public Communicator {
 
   std::vector<at::Tensor> average(const std::vector<at::Tensor>& tensors,
                                   std::vector<double>& flags, const Agreement& agreed) override {
-    at::NoGradGuard no_grad;
-    plan_buckets(tensors, flags.size());
-    announce("averaging gradients", plan_numel_, plan_layout_, agreed);
-    std::vector<c10::intrusive_ptr<c10d::Work>> works;
-    works.reserve(buckets_.size());
-    // Each bucket is sent while the next is packed.
-    for (size_t b = 0; b < buckets_.size(); ++b) {
-      auto& bucket = buckets_[b];
-      // Each tensor is scaled by 1/size as it is packed, so that the sum is the mean: one
-      // pass over it rather than a copy and a division.
-      const auto scale = c10::scalar_to_tensor(1.0 / static_cast<double>(size()));
-      for (const auto& entry : bucket.entries) {
-        auto packed =
-            bucket.buffer.narrow(0, entry.offset, entry.numel).view(tensors[entry.index].sizes());
-        at::mul_out(packed, tensors[entry.index], scale);
-      }
-      if (b == 0 && !flags.empty()) {
-        bucket.buffer.narrow(0, bucket.numel, static_cast<int64_t>(flags.size()))
-            .copy_(at::tensor(flags, at::kDouble));
-      }
-      std::vector<at::Tensor> one{bucket.buffer};
-      works.push_back(run("averaging gradients", [&] { return group_->allreduce(one); }));
+    std::vector<size_t> order(tensors.size());
+    std::iota(order.begin(), order.end(), size_t{0});
+    begin_average(tensors, order, flags, agreed);
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      if (tensors[i].defined()) give(i, tensors[i]);
     }
-    std::vector<at::Tensor> out(tensors.size());
+    return finish_average(flags);
+  }
+
+  void begin_average(const std::vector<at::Tensor>& like, const std::vector<size_t>& order,
+                     const std::vector<double>& flags, const Agreement& agreed) override {
+    plan_buckets(like, flags.size(), order);
+    announce("averaging gradients", plan_numel_, plan_layout_, agreed);
+    given_.assign(like.size(), at::Tensor());
+    sizes_.assign(like.size(), {});
+    for (size_t i = 0; i < like.size(); ++i) {
+      if (like[i].defined()) sizes_[i] = like[i].sizes().vec();
+    }
+    bucket_of_.assign(like.size(), kNoBucket);
+    waiting_.assign(buckets_.size(), 0);
     for (size_t b = 0; b < buckets_.size(); ++b) {
-      wait(works[b], "averaging gradients");
+      for (const auto& entry : buckets_[b].entries) bucket_of_[entry.index] = b;
+      waiting_[b] = buckets_[b].entries.size();
+    }
+    flags_ = flags;
+    works_.clear();
+    sent_buckets_ = 0;
+    send_ready_buckets();  // a bucket of the flags alone is ready at once
+  }
+
+  void give(size_t index, const at::Tensor& tensor) override {
+    if (index >= bucket_of_.size() || bucket_of_[index] == kNoBucket || given_[index].defined()) {
+      return;  // not averaged (frozen), or given already
+    }
+    given_[index] = tensor;
+    --waiting_[bucket_of_[index]];
+    send_ready_buckets();
+  }
+
+  std::vector<at::Tensor> finish_average(std::vector<double>& flags) override {
+    for (size_t b = 0; b < buckets_.size(); ++b) waiting_[b] = 0;  // the rest go as zeros
+    send_ready_buckets();
+    std::vector<at::Tensor> out(given_.size());
+    for (size_t b = 0; b < buckets_.size(); ++b) {
+      wait(works_[b], "averaging gradients");
       auto& bucket = buckets_[b];
-      if (b == 0 && !flags.empty()) {
+      if (b == 0 && !flags_.empty()) {
         const auto summed =
-            bucket.buffer.narrow(0, bucket.numel, static_cast<int64_t>(flags.size()))
+            bucket.buffer.narrow(0, bucket.numel, static_cast<int64_t>(flags_.size()))
                 .to(at::kDouble);
-        for (size_t f = 0; f < flags.size(); ++f) {
-          flags[f] = summed[static_cast<int64_t>(f)].item<double>();
+        for (size_t f = 0; f < flags_.size(); ++f) {
+          flags_[f] = summed[static_cast<int64_t>(f)].item<double>();
         }
       }
       for (const auto& entry : bucket.entries) {
         out[entry.index] =
-            bucket.buffer.narrow(0, entry.offset, entry.numel).view(tensors[entry.index].sizes());
+            bucket.buffer.narrow(0, entry.offset, entry.numel).view(sizes_[entry.index]);
       }
     }
+    flags = flags_;
+    given_.clear();  // no handle on the caller's tensors between steps
+    works_.clear();
     return out;
   }
 
@@ -279,6 +302,34 @@ class GroupCommunicator final : public Communicator {
     int64_t numel = 0;  // of the tensors, before the flags
     std::vector<Entry> entries;
   };
+  static constexpr size_t kNoBucket = static_cast<size_t>(-1);
+
+  // Packs and sends, in order, every bucket whose tensors are all given. Each tensor is scaled
+  // by 1/size as it is packed, so that the sum is the mean: one pass over it rather than a copy
+  // and a division; one not given (finish_average()) is sent as zeros.
+  void send_ready_buckets() {
+    at::NoGradGuard no_grad;
+    while (sent_buckets_ < buckets_.size() && waiting_[sent_buckets_] == 0) {
+      const size_t b = sent_buckets_++;
+      auto& bucket = buckets_[b];
+      const auto scale = c10::scalar_to_tensor(1.0 / static_cast<double>(size()));
+      for (const auto& entry : bucket.entries) {
+        auto packed = bucket.buffer.narrow(0, entry.offset, entry.numel).view(sizes_[entry.index]);
+        const auto& tensor = given_[entry.index];
+        if (tensor.defined()) {
+          at::mul_out(packed, tensor, scale);
+        } else {
+          packed.zero_();
+        }
+      }
+      if (b == 0 && !flags_.empty()) {
+        bucket.buffer.narrow(0, bucket.numel, static_cast<int64_t>(flags_.size()))
+            .copy_(at::tensor(flags_, at::kDouble));
+      }
+      std::vector<at::Tensor> one{bucket.buffer};
+      works_.push_back(run("averaging gradients", [&] { return group_->allreduce(one); }));
+    }
+  }
 
   // Announces the collective `what` of `numel` elements laid out as `layout` (Communicator):
   // std::runtime_error on every rank when any rank announces another, or when `agreed`
@@ -371,13 +422,16 @@ class GroupCommunicator final : public Communicator {
         "early, or call step(), apply() or evaluate() alone?). Nothing was sent");
   }
 
-  // Buckets of consecutive tensors of one dtype, made again only when the tensors change.
-  void plan_buckets(const std::vector<at::Tensor>& tensors, size_t flag_count) {
+  // Buckets of tensors of one dtype, consecutive in `order`, made again only when the tensors
+  // or the order change.
+  void plan_buckets(const std::vector<at::Tensor>& tensors, size_t flag_count,
+                    const std::vector<size_t>& order) {
     std::vector<int64_t> key{static_cast<int64_t>(flag_count)};
     for (const auto& t : tensors) {
       key.push_back(t.defined() ? t.numel() : -1);
       key.push_back(t.defined() ? static_cast<int64_t>(t.scalar_type()) : -1);
     }
+    for (const size_t i : order) key.push_back(static_cast<int64_t>(i));
     if (key == plan_key_) return;
     plan_key_ = key;
     plan_numel_ = 0;
@@ -385,8 +439,8 @@ class GroupCommunicator final : public Communicator {
     for (const int64_t value : key) plan_layout_ = mix(plan_layout_, value);
     buckets_.clear();
     std::vector<at::ScalarType> dtypes;
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      const auto& t = tensors[i];
+    for (const size_t i : order) {
+      const auto& t = tensors.at(i);
       if (!t.defined()) continue;
       const auto dtype = t.scalar_type();
       const auto bytes = [&](int64_t numel) {
@@ -445,6 +499,14 @@ class GroupCommunicator final : public Communicator {
   int64_t plan_numel_ = 0;    // the elements every bucket sends
   uint32_t plan_layout_ = 0;  // plan_key_ mixed
   std::vector<Bucket> buckets_;
+  // The average in progress (begin_average() to finish_average()).
+  std::vector<at::Tensor> given_;                      // by index: the tensors given so far
+  std::vector<std::vector<int64_t>> sizes_;            // by index: each tensor's shape
+  std::vector<size_t> bucket_of_;                      // by index: its bucket, or kNoBucket
+  std::vector<size_t> waiting_;                        // by bucket: tensors not given yet
+  std::vector<double> flags_;                          // summed in the first bucket
+  std::vector<c10::intrusive_ptr<c10d::Work>> works_;  // by bucket, once sent
+  size_t sent_buckets_ = 0;
   at::Tensor announcement_;  // reused: the fields of each announcement
 };
 

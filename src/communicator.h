@@ -49,6 +49,18 @@ class Communicator {
   virtual std::vector<at::Tensor> average(const std::vector<at::Tensor>& tensors,
                                           std::vector<double>& flags,
                                           const Agreement& agreed = {}) = 0;
+  /// average() in parts, for tensors that become ready one by one (gradients during the
+  /// backward pass): begin_average() plans the buckets from `like` (the tensors' shapes and
+  /// dtypes; undefined ones take no part), filled in the order of `order` (every index of a
+  /// defined tensor once; it is part of the layout the announcement compares), and announces
+  /// the average at once; give() hands over one tensor, and a bucket is sent as soon as its
+  /// tensors are all given and every bucket before it is sent (so that the ranks' collectives
+  /// pair up in order); finish_average() sends the rest (a tensor not given as zeros), waits,
+  /// sums `flags` (given to begin_average()) and returns what average() returns.
+  virtual void begin_average(const std::vector<at::Tensor>& like, const std::vector<size_t>& order,
+                             const std::vector<double>& flags, const Agreement& agreed) = 0;
+  virtual void give(size_t index, const at::Tensor& tensor) = 0;
+  virtual std::vector<at::Tensor> finish_average(std::vector<double>& flags) = 0;
   /// Sums `values` across ranks, in float64; `what` names the sum in errors.
   virtual void sum(std::vector<double>& values, const std::string& what) = 0;
   /// Copies rank 0's values into every rank's `tensors` (same shapes and dtypes on every

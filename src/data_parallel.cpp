@@ -4,8 +4,13 @@
 #include <downhill/dataset.h>
 #include <downhill/logging.h>
 #include <spdlog/spdlog.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <mutex>
 #include <stdexcept>
 #include <variant>
@@ -83,6 +88,165 @@ const Agreement& DataParallel::update_agreement(const UpdateEngine& engine) {
            (groups > 1 ? " of group " + std::to_string(group) : "");
   };
   return agreement_;
+}
+
+// The step whose backward pass is running, for the hooks (null between steps: then the hooks
+// leave every gradient to autograd, as for a backward() of the user's own).
+struct DataParallel::HookTarget {
+  Average* current = nullptr;
+};
+
+class DataParallel::Average final : public OverlappedAverage {
+ public:
+  Average(DataParallel& owner, const UpdateEngine& engine)
+      : owner_(owner), engine_(engine), local_(engine.params().size()) {
+    owner_.hook_target_->current = this;
+  }
+  ~Average() override { disarm(); }
+
+  // A hook's call: parameter `index`'s gradient, computed.
+  void give(size_t index, const at::Tensor& grad) {
+    if (index >= local_.size() || local_[index].defined()) return;
+    local_[index] = grad;
+    arrival_.push_back(index);
+    owner_.comm_->give(index, grad);
+  }
+
+  void finish(std::vector<at::Tensor>& local, std::vector<at::Tensor>& means,
+              StepFlags& flags) override {
+    disarm();
+    std::vector<double> sums{flags.nonfinite_losses, flags.interrupts};
+    auto averaged = owner_.comm_->finish_average(sums);
+    flags = {sums[0], sums[1]};
+    const auto& params = engine_.params();
+    means.assign(local_.size(), at::Tensor());
+    for (size_t i = 0; i < local_.size(); ++i) {
+      if (averaged[i].defined()) {
+        means[i] = averaged[i];
+      } else {  // a frozen parameter's: as autograd gave it, or zeros
+        means[i] = local_[i].defined() ? local_[i] : at::zeros_like(params.tensor(i));
+      }
+    }
+    if (owner_.bucket_order_.empty()) adopt_arrival_order();
+    local = std::move(local_);
+  }
+
+ private:
+  void disarm() {
+    if (owner_.hook_target_->current == this) owner_.hook_target_->current = nullptr;
+  }
+
+  // After the first overlapped step, the buckets follow the order the gradients arrived in on
+  // rank 0 (those that did not arrive last, in reverse order), given to every rank: a rank
+  // whose backward pass gives them in another order still fills the same buckets.
+  void adopt_arrival_order() {
+    const auto& params = engine_.params();
+    std::vector<int64_t> order;
+    std::vector<bool> placed(local_.size(), false);
+    for (const size_t i : arrival_) {
+      if (params.is_frozen(params.group_of(i))) continue;
+      order.push_back(static_cast<int64_t>(i));
+      placed[i] = true;
+    }
+    for (size_t i = local_.size(); i-- > 0;) {
+      if (!placed[i] && !params.is_frozen(params.group_of(i))) {
+        order.push_back(static_cast<int64_t>(i));
+      }
+    }
+    std::vector<at::Tensor> shared{at::tensor(order, at::kLong)};
+    owner_.comm_->broadcast(shared);
+    const auto* first = shared[0].data_ptr<int64_t>();
+    owner_.bucket_order_.assign(first, first + shared[0].numel());
+  }
+
+  DataParallel& owner_;
+  const UpdateEngine& engine_;
+  std::vector<at::Tensor> local_;  // by parameter: the gradients given so far
+  std::vector<size_t> arrival_;    // the parameters in the order their gradients came
+};
+
+namespace {
+
+// On a parameter's gradient accumulator: during an overlapped step, takes the gradient (the
+// accumulator then leaves .grad as it was) and gives it to the step's average.
+class TakeGradient final : public torch::autograd::FunctionPreHook {
+ public:
+  using Target = std::function<bool(size_t, const at::Tensor&)>;
+  TakeGradient(Target target, size_t index) : target_(std::move(target)), index_(index) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& grads) override {
+    if (grads.empty() || !grads[0].defined() || !target_(index_, grads[0])) return grads;
+    return {at::Tensor()};
+  }
+
+ private:
+  Target target_;
+  size_t index_;
+};
+
+}  // namespace
+
+DataParallel::DataParallel(std::shared_ptr<Communicator> comm)
+    : comm_(std::move(comm)), hook_target_(std::make_shared<HookTarget>()) {}
+
+DataParallel::~DataParallel() {
+  for (auto& [node, hook] : hooks_) {
+    auto& hooks = node->pre_hooks();
+    hooks.erase(std::remove_if(hooks.begin(), hooks.end(),
+                               [&](const auto& held) { return held.get() == hook; }),
+                hooks.end());
+  }
+}
+
+bool DataParallel::arm_hooks(const UpdateEngine& engine) {
+  if (hooks_armed_) return hooks_usable_;
+  hooks_armed_ = true;
+  const auto& params = engine.params();
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto& tensor = params.tensor(i);
+    const bool frozen = params.is_frozen(params.group_of(i));
+    if (frozen && !tensor.requires_grad()) continue;
+    if (!tensor.requires_grad() || !tensor.is_leaf()) return false;  // then reduce() serves
+  }
+  const std::weak_ptr<HookTarget> target = hook_target_;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto& tensor = params.tensor(i);
+    if (!tensor.requires_grad()) continue;
+    auto accumulator = torch::autograd::impl::grad_accumulator(tensor);
+    if (!accumulator) continue;
+    auto hook = std::make_unique<TakeGradient>(
+        [target](size_t index, const at::Tensor& grad) {
+          const auto held = target.lock();
+          if (!held || !held->current) return false;
+          held->current->give(index, grad);
+          return true;
+        },
+        i);
+    hooks_.emplace_back(accumulator, hook.get());
+    accumulator->add_pre_hook(std::move(hook));
+  }
+  hooks_usable_ = true;
+  return true;
+}
+
+std::unique_ptr<OverlappedAverage> DataParallel::begin_overlapped(const UpdateEngine& engine,
+                                                                  const StepFlags& flags) {
+  if (comm_->size() == 1 || engine.options().accumulate() != 1 || !arm_hooks(engine)) {
+    return nullptr;
+  }
+  const auto& params = engine.params();
+  std::vector<at::Tensor> like(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (!params.is_frozen(params.group_of(i))) like[i] = params.tensor(i);
+  }
+  std::vector<size_t> order = bucket_order_;
+  if (order.empty()) {  // the first step: the backward pass reaches the last layers first
+    for (size_t i = params.size(); i-- > 0;) {
+      if (like[i].defined()) order.push_back(i);
+    }
+  }
+  comm_->begin_average(like, order, {flags.nonfinite_losses, flags.interrupts},
+                       update_agreement(engine));
+  return std::make_unique<Average>(*this, engine);
 }
 
 std::unique_ptr<DataParallel> DataParallel::join(UpdateEngine& engine) {

@@ -20,6 +20,10 @@
 namespace downhill {
 class Dataset;
 }
+namespace torch::autograd {
+struct Node;
+struct FunctionPreHook;
+}  // namespace torch::autograd
 
 namespace downhill::detail {
 
@@ -39,6 +43,11 @@ class DataParallel final : public RankGroup {
   /// batch averages the window's mean with the flags, another batch sums the flags alone.
   bool reduce(UpdateEngine& engine, std::vector<at::Tensor>& grads, std::vector<at::Tensor>& hvs,
               StepFlags& flags) override;
+  /// Overlapped with the backward pass; the buckets are filled in the reverse of the
+  /// parameters' order at the first such step, then in the order their gradients arrived in
+  /// it on rank 0 (given to every rank, so that every rank's buckets are the same).
+  std::unique_ptr<OverlappedAverage> begin_overlapped(const UpdateEngine& engine,
+                                                      const StepFlags& flags) override;
   /// Frozen parameters' gradients are left out.
   void average(const UpdateEngine& engine, std::vector<at::Tensor>& grads,
                std::vector<at::Tensor>& hvs) override;
@@ -53,8 +62,15 @@ class DataParallel final : public RankGroup {
   /// datasets' own).
   void start_run(Dataset& train, Dataset* valid) override;
 
+  ~DataParallel() override;
+
  private:
-  explicit DataParallel(std::shared_ptr<Communicator> comm) : comm_(std::move(comm)) {}
+  class Average;      // the OverlappedAverage of one step
+  struct HookTarget;  // what the gradient accumulators' hooks hand each gradient to
+  explicit DataParallel(std::shared_ptr<Communicator> comm);
+  // Arms a hook on the gradient accumulator of every parameter that requires grad, once;
+  // false when an updated parameter is not a leaf that requires grad (then no step overlaps).
+  bool arm_hooks(const UpdateEngine& engine);
   // The means of `grads` (and `hvs`) with `flags` summed, in the same collectives.
   void average_with(const UpdateEngine& engine, std::vector<at::Tensor>& grads,
                     std::vector<at::Tensor>& hvs, StepFlags& flags);
@@ -69,6 +85,14 @@ class DataParallel final : public RankGroup {
   std::vector<SettingId> function_settings_;  // the table's settings that are functions
   std::vector<std::pair<size_t, SettingId>> agreed_settings_;  // group and setting, per value
   Agreement agreement_;                                        // reused: this update's values
+  // The overlapped steps' hooks (each accumulator kept alive, as DistributedDataParallel
+  // keeps them, so that the hook stays on it), their target, and the buckets' order.
+  std::shared_ptr<HookTarget> hook_target_;
+  std::vector<
+      std::pair<std::shared_ptr<torch::autograd::Node>, const torch::autograd::FunctionPreHook*>>
+      hooks_;
+  bool hooks_armed_ = false, hooks_usable_ = false;
+  std::vector<size_t> bucket_order_;  // empty until the first overlapped step has run
 };
 
 }  // namespace downhill::detail

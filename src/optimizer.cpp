@@ -323,13 +323,15 @@ detail::BatchEvaluation Optimizer::evaluate_point(const Batch& batch) {
   return evaluation;
 }
 
-std::vector<torch::Tensor> Optimizer::gradients(const torch::Tensor& loss, bool create_graph) {
-  ++loop_->counters.gradient_evaluations;
-  const auto tensors = params().tensors();
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    if (tensors[i].requires_grad() || params().is_frozen(params().group_of(i))) continue;
+namespace {
+
+// std::invalid_argument unless autograd can give the loss's gradient for every parameter that
+// is updated (a frozen group's need not require grad).
+void check_differentiable(const Params& params, const torch::Tensor& loss) {
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (params.tensor(i).requires_grad() || params.is_frozen(params.group_of(i))) continue;
     throw std::invalid_argument(
-        "downhill: parameter '" + params().name(i) +
+        "downhill: parameter '" + params.name(i) +
         "' does not require grad; the loss needs its gradient, so create it with "
         "torch::requires_grad() or call requires_grad_(), or return your own gradients from "
         "the loss (Evaluation::with_gradients)");
@@ -338,6 +340,37 @@ std::vector<torch::Tensor> Optimizer::gradients(const torch::Tensor& loss, bool 
     throw std::invalid_argument(
         "downhill: the loss does not depend on any parameter that requires grad");
   }
+}
+
+// Zeros for the gradients the loss did not reach (warned about once, in `warned`);
+// std::invalid_argument when it reached none.
+void zero_unreached(const Params& params, const std::string& optimizer, bool& warned,
+                    std::vector<torch::Tensor>& grads) {
+  if (std::none_of(grads.begin(), grads.end(), [](const auto& g) { return g.defined(); })) {
+    std::string names;
+    for (const auto& [name, tensor] : params) names += (names.empty() ? "'" : ", '") + name + "'";
+    throw std::invalid_argument(
+        "downhill: the loss does not depend on any parameter: it requires grad, but through "
+        "other tensors; it must be computed from at least one of " +
+        names);
+  }
+  for (size_t i = 0; i < grads.size(); ++i) {
+    if (grads[i].defined()) continue;
+    if (!warned && !params.is_frozen(params.group_of(i))) {
+      logger()->warn("{}: the loss does not reach parameter '{}'; its gradient is taken as zero",
+                     optimizer, params.name(i));
+      warned = true;
+    }
+    grads[i] = torch::zeros_like(params.tensor(i));
+  }
+}
+
+}  // namespace
+
+std::vector<torch::Tensor> Optimizer::gradients(const torch::Tensor& loss, bool create_graph) {
+  ++loop_->counters.gradient_evaluations;
+  const auto tensors = params().tensors();
+  check_differentiable(params(), loss);
   // A frozen group's parameters need not require grad; those that do not get zeros.
   std::vector<torch::Tensor> inputs;
   std::vector<size_t> input_index;
@@ -351,23 +384,7 @@ std::vector<torch::Tensor> Optimizer::gradients(const torch::Tensor& loss, bool 
                                               /*allow_unused=*/true);
   std::vector<torch::Tensor> grads(tensors.size());
   for (size_t k = 0; k < computed.size(); ++k) grads[input_index[k]] = computed[k];
-  if (std::none_of(grads.begin(), grads.end(), [](const auto& g) { return g.defined(); })) {
-    std::string names;
-    for (const auto& [name, tensor] : params()) names += (names.empty() ? "'" : ", '") + name + "'";
-    throw std::invalid_argument(
-        "downhill: the loss does not depend on any parameter: it requires grad, but through "
-        "other tensors; it must be computed from at least one of " +
-        names);
-  }
-  for (size_t i = 0; i < grads.size(); ++i) {
-    if (grads[i].defined()) continue;
-    if (!warned_unused_ && !params().is_frozen(params().group_of(i))) {
-      logger()->warn("{}: the loss does not reach parameter '{}'; its gradient is taken as zero",
-                     name(), params().name(i));
-      warned_unused_ = true;
-    }
-    grads[i] = torch::zeros_like(tensors[i]);
-  }
+  zero_unreached(params(), name(), warned_unused_, grads);
   return grads;
 }
 
@@ -397,9 +414,46 @@ Monitors Optimizer::step(const Batch& batch) {
     loss = evaluation.loss;
     monitors = std::move(evaluation.monitors);
     grads = gradients(loss, /*create_graph=*/true);
+  } else if (auto kept = points_->take(batch, params())) {
+    monitors = std::move(kept->monitors);
+    grads = std::move(kept->grads);
   } else {
-    auto evaluation = evaluate_point(batch);
+    auto evaluation = evaluate_batch(batch);
     monitors = std::move(evaluation.monitors);
+    if (evaluation.grads.empty()) {
+      // Data-parallel, the gradients are averaged while the backward pass computes them.
+      check_differentiable(params(), evaluation.loss);
+      const double value = monitors.at("loss");
+      detail::StepFlags flags{std::isfinite(value) ? 0.0 : 1.0,
+                              detail::InterruptGuard::requested() ? 1.0 : 0.0};
+      if (auto average = ranks_->begin_overlapped(*engine_, flags)) {
+        ++loop_->counters.gradient_evaluations;
+        std::vector<torch::Tensor> inputs;
+        for (const auto& tensor : tensors()) {
+          if (tensor.requires_grad()) inputs.push_back(tensor);
+        }
+        torch::autograd::backward({evaluation.loss}, /*grad_tensors=*/{},
+                                  /*retain_graph=*/false, /*create_graph=*/false, inputs);
+        std::vector<torch::Tensor> local, means;
+        average->finish(local, means, flags);
+        zero_unreached(params(), name(), warned_unused_, local);
+        add_gradient_monitors(monitors, local);
+        loop_->interrupt_requested = flags.interrupts > 0;
+        std::vector<torch::Tensor> no_products;
+        if (flags.nonfinite_losses > 0) {
+          engine_->skip(ranks_->nonfinite_loss(flags, value));
+        } else {
+          engine_->apply(means, no_products, /*clipped=*/false, forced_nesterov());
+        }
+        return monitors;
+      }
+      evaluation.grads = gradients(evaluation.loss, false);
+    }
+    for (size_t i = 0; i < evaluation.grads.size(); ++i) {
+      // A frozen group's gradient may be left undefined by a loss that computes its own.
+      if (!evaluation.grads[i].defined())
+        evaluation.grads[i] = torch::zeros_like(params().tensor(i));
+    }
     grads = std::move(evaluation.grads);
   }
   add_gradient_monitors(monitors, grads);

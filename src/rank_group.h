@@ -28,6 +28,21 @@ struct StepFlags {
   double interrupts = 0;        // ranks that saw Ctrl-C
 };
 
+/// A step's average of gradients that runs while the backward pass computes them
+/// (RankGroup::begin_overlapped). Armed hooks on the parameters' gradient accumulators give
+/// each gradient as autograd computes it (leaving the parameters' .grad alone), and each
+/// bucket is sent once its gradients are all in.
+class OverlappedAverage {
+ public:
+  virtual ~OverlappedAverage() = default;
+  /// Ends the average after the backward pass: `local` becomes this rank's gradients by
+  /// parameter (undefined for a parameter the loss did not reach), `means` the update's
+  /// (the averaged ones; the local one, or zeros, for a frozen parameter) and `flags` the
+  /// sums over ranks.
+  virtual void finish(std::vector<at::Tensor>& local, std::vector<at::Tensor>& means,
+                      StepFlags& flags) = 0;
+};
+
 class RankGroup {
  public:
   /// SingleRank unless `engine`'s options ask for data parallelism over more than one rank;
@@ -49,6 +64,15 @@ class RankGroup {
   /// a window.
   virtual bool reduce(UpdateEngine& engine, std::vector<at::Tensor>& grads,
                       std::vector<at::Tensor>& hvs, StepFlags& flags) = 0;
+  /// Starts averaging a step's gradients during its backward pass, when that step's update
+  /// averages over ranks and its gradients come from autograd into the parameters (more than
+  /// one rank, a window of one batch, every updated parameter a leaf that requires grad): the
+  /// average is announced with `flags` now, and the hooks armed until finish(). Null
+  /// otherwise: the step computes its gradients, then calls reduce().
+  virtual std::unique_ptr<OverlappedAverage> begin_overlapped(const UpdateEngine& /*engine*/,
+                                                              const StepFlags& /*flags*/) {
+    return nullptr;
+  }
   /// Replaces `grads` (and `hvs`, when not empty) by their means over ranks (apply()).
   virtual void average(const UpdateEngine& engine, std::vector<at::Tensor>& grads,
                        std::vector<at::Tensor>& hvs) = 0;

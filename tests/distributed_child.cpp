@@ -20,9 +20,14 @@
 //            evaluate() on the validation set), log=warn (downhill's warnings are logged too),
 //            range=1 (the training data is a range, downhill::from_range, of this rank's share
 //            of the batches: batch k·world + rank, as the loop shards a tensor dataset) with
-//            range_short=1 (rank 1's range lacks its last batch), pass_sleep=S (every rank
-//            sleeps S seconds after each pass, and prints "world W" first: a run long enough
-//            for a node to join it, in tests/multi_machine_test.sh).
+//            range_short=1 (rank 1's range lacks its last batch), accumulate=K, frozen=1 (b in
+//            a frozen group), late_bias=1 (rank 1's loss takes b through exp and log made
+//            before the product, so that its backward pass gives w's gradient first and b's
+//            after, the other way round from rank 0's), check_grads=1 (after the loop, writes
+//            whether the loop left every .grad undefined, then whether a backward() of one's
+//            own still accumulates into .grad: "grads untouched 1 own backward 1"), pass_sleep=S
+//            (every rank sleeps S seconds after each pass, and prints "world W" first: a run long
+//            enough for a node to join it, in tests/multi_machine_test.sh).
 // It prints "pass N" to stdout after each pass, flushed (for the Ctrl-C test).
 // On an exception it writes "error: WHAT" to OUT_FILE, and exits with 3.
 #include <downhill/distributed.h>
@@ -110,8 +115,10 @@ int train(const std::string& algo, const std::string& out_file, const Settings& 
   auto [vx, vy] = data(number(settings, "valid_shift", 0.0));
   const auto nan_at = static_cast<int64_t>(number(settings, "nan_at", -1));
   int64_t training_steps = 0;
+  const bool late_bias = text(settings, "late_bias") == "1" && place.rank == 1;
   downhill::Loss loss = [&](const downhill::Batch& batch) -> downhill::Evaluation {
-    auto error = batch[0].matmul(w) + b - batch[1];
+    const auto bias = late_bias ? b.exp().log() : b;
+    auto error = batch[0].matmul(w) + bias - batch[1];
     auto value = error.pow(2).mean();
     if (downhill::current_phase() == downhill::Phase::kTraining && ++training_steps == nan_at &&
         place.rank == 1) {
@@ -138,7 +145,11 @@ int train(const std::string& algo, const std::string& out_file, const Settings& 
   }
   if (text(settings, "own_group") == "1")
     options.distributed(false).process_group(own_group(place));
-  auto opt = downhill::build(algo, loss, {{"w", w}, {"b", b}}, options);
+  if (!text(settings, "accumulate").empty())
+    options.accumulate(std::stoll(text(settings, "accumulate")));
+  downhill::Params params{{"w", w}, {"b", b}};
+  if (text(settings, "frozen") == "1") params = downhill::Params({{"w", w}}).frozen({{"b", b}});
+  auto opt = downhill::build(algo, loss, params, options);
   const auto stop_at = static_cast<int64_t>(number(settings, "stop_at", -1));
   if (stop_at > 0 && place.rank == static_cast<int64_t>(number(settings, "stop_rank", 0))) {
     opt->add_callback(std::make_shared<StopAtPass>(stop_at));
@@ -189,6 +200,12 @@ int train(const std::string& algo, const std::string& out_file, const Settings& 
     } else {
       opt->step(downhill::Batch{x.narrow(0, 0, batch), y.narrow(0, 0, batch)});
     }
+  }
+  if (text(settings, "check_grads") == "1") {
+    const bool untouched = !w.grad().defined() && !b.grad().defined();
+    loss({x, y}).loss.backward();
+    const bool own = w.grad().defined() && b.grad().defined();
+    out << "grads untouched " << untouched << " own backward " << own << "\n";
   }
   const auto summary = opt->last_run();
   out << "stop " << downhill::to_string(summary.stop) << " passes " << summary.passes

@@ -205,6 +205,52 @@ INSTANTIATE_TEST_SUITE_P(Algorithms, Equivalence,
                            return info.param.algo + "_" + std::to_string(info.param.world);
                          });
 
+// A data-parallel step averages the gradients while its backward pass computes them (hooks on
+// the parameters' gradient accumulators, bucket by bucket). These cases take that path beside
+// what it must not change: a frozen group, a rank whose backward pass gives the gradients in
+// another order (the buckets follow rank 0's), and accumulation (the window's last batch
+// averages the window's mean). Each: 2 ranks ≡ one process with both ranks' batches.
+struct OverlapCase {
+  std::string name;
+  std::vector<std::string> ranks, single;
+};
+
+class Overlap : public ::testing::TestWithParam<OverlapCase> {};
+
+TEST_P(Overlap, TwoRanksMatchOneProcess) {
+  const auto& c = GetParam();
+  TemporaryFolder folder("dist_overlap_" + c.name);
+  const auto ranks = run(folder, "ranks", 2, c.ranks);
+  const auto single = run(folder, "single", 0, c.single);
+  ASSERT_EQ(count_passes(single[0]), 3) << single[0];
+  EXPECT_EQ(ranks[1], ranks[0]) << "the ranks differ";
+  expect_close(ranks[0], single[0], 1e-12, c.name);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, Overlap,
+    ::testing::Values(OverlapCase{"frozen",
+                                  {"train", "adam", "passes=3", "batch=4", "frozen=1"},
+                                  {"train", "adam", "passes=3", "batch=8", "frozen=1"}},
+                      OverlapCase{
+                          "order",
+                          {"train", "sgd", "passes=3", "batch=4", "late_bias=1", "momentum=0.5"},
+                          {"train", "sgd", "passes=3", "batch=8", "momentum=0.5"}},
+                      OverlapCase{"accumulate",
+                                  {"train", "rmsprop", "passes=3", "batch=4", "accumulate=3"},
+                                  {"train", "rmsprop", "passes=3", "batch=8", "accumulate=3"}}),
+    [](const auto& info) { return info.param.name; });
+
+// The step takes its gradients from hooks and leaves the parameters' .grad alone; a backward()
+// of the user's own, after the loop, still accumulates into .grad as autograd does.
+TEST(Distributed, TheOverlappedStepLeavesGradAloneAndABackwardOfYourOwnStillAccumulates) {
+  TemporaryFolder folder("dist_grads");
+  const auto ranks = run(folder, "ranks", 2, {"train", "sgd", "passes=2", "check_grads=1"});
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_NE(ranks[r].find("grads untouched 1 own backward 1"), std::string::npos) << ranks[r];
+  }
+}
+
 // L-BFGS data-parallel: each point's loss and gradient are their means over the ranks, and
 // every rank searches alike: 2 ranks with half the samples each ≡ one process with all 72
 // (equal halves, so the mean of the ranks' means is the mean), to rounding.
