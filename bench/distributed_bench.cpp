@@ -22,7 +22,11 @@
 //   local   loss/gradient, then apply() of a twin optimizer built without a group (its own
 //           copy of the parameters): the same update without the all-reduce;
 //   raw     one Gloo allreduce of n float32 in a single tensor on the same group: what the
-//           transport alone costs for the same bytes.
+//           transport alone costs for the same bytes;
+//   step    opt->step() of a data-parallel optimizer built with the loss: the forward pass,
+//           then the backward pass with the gradients averaged bucket by bucket while it
+//           runs (hooks on the gradient accumulators), then the update. Only its total is
+//           timed: its all-reduce overlaps the backward pass.
 // Each phase is timed with the wall clock (std::chrono::steady_clock; the all-reduce is
 // waiting as well as work, which CPU time would miss), and the medians over the timed
 // steps of each kind are printed. One process runs the sync kind only, with a plain
@@ -121,11 +125,12 @@ struct Model {
     return total;
   }
 
-  std::vector<torch::Tensor> gradients() const {
+  torch::Tensor loss() const {
     auto h = torch::relu(torch::linear(x, params[0], params[1]));
-    auto loss = torch::mse_loss(torch::linear(h, params[2], params[3]), y);
-    return torch::autograd::grad({loss}, params);
+    return torch::mse_loss(torch::linear(h, params[2], params[3]), y);
   }
+
+  std::vector<torch::Tensor> gradients() const { return torch::autograd::grad({loss()}, params); }
 };
 
 downhill::Params named(const std::vector<torch::Tensor>& tensors) {
@@ -150,14 +155,29 @@ std::string run_size(int64_t n, int64_t steps, int64_t warmup, const Settings& s
   for (const auto& p : model.params) twin_params.push_back(p.detach().clone());
   auto twin = downhill::build("sgd", named(twin_params), options);
   std::vector<torch::Tensor> flat{torch::randn({model.numel()})};
+  // The same parameters, stepped by an optimizer that has the loss (kind step).
+  std::unique_ptr<downhill::Optimizer> stepper;
+  if (group) {
+    stepper = downhill::build(
+        "sgd", [&model](const downhill::Batch&) -> downhill::Evaluation { return model.loss(); },
+        named(model.params),
+        downhill::Options(options).process_group(downhill::ProcessGroup::of(group)));
+  }
 
-  enum Kind { kSync, kLocal, kRaw };
-  const int kinds = world > 1 ? 3 : 1;
-  std::vector<double> grad_time[3], update_time[3], total_time[3];
+  enum Kind { kSync, kLocal, kRaw, kStep };
+  const int kinds = world > 1 ? 4 : 1;
+  std::vector<double> grad_time[4], update_time[4], total_time[4];
   for (int64_t step = 0; step < warmup + steps; ++step) {
     const Kind kind = static_cast<Kind>(step % kinds);
     double grad_seconds = 0, update_seconds = 0;
-    if (kind == kRaw) {
+    if (kind == kStep) {
+      const double begin = wall_seconds();
+      stepper->step({});
+      update_seconds = wall_seconds() - begin;  // the whole step: its total is what counts
+      if (!stepper->last_run().stop_detail.empty() || !stepper->update_count()) {
+        throw std::runtime_error("downhill skipped an update");
+      }
+    } else if (kind == kRaw) {
       const double begin = wall_seconds();
       group->allreduce(flat)->wait();
       update_seconds = wall_seconds() - begin;
@@ -181,7 +201,7 @@ std::string run_size(int64_t n, int64_t steps, int64_t warmup, const Settings& s
       << "\", \"rank\": " << rank << ", \"world\": " << world << ", \"n\": " << n
       << ", \"params\": " << model.numel() << ", \"d\": " << model.d
       << ", \"batch\": " << settings.batch << ", \"threads\": " << at::get_num_threads();
-  const char* names[3] = {"sync", "local", "raw"};
+  const char* names[4] = {"sync", "local", "raw", "step"};
   for (int k = 0; k < kinds; ++k) {
     out << ", \"" << names[k] << "\": {\"steps\": " << grad_time[k].size()
         << ", \"grad\": " << number(median(grad_time[k]))

@@ -14,6 +14,9 @@ timed steps (the programs' headers say what each kind of step is). Per side:
               all-reduce = total - loss/grad - update: what the data-parallel step
                            adds, communication and waiting for the other rank;
               raw        = one Gloo allreduce of the same n float32 in one tensor.
+  downhill's 2 ranks, step() (kind step): total = opt->step(), the all-reduce overlapped
+              with the backward pass; its exposed all-reduce = total - loss/grad - update
+              (the local kind's), measured the same way as the others'.
 Every number in the table is the median over rounds, with the range over rounds for
 the ratios; ratios are taken within a round.
 """
@@ -64,11 +67,13 @@ def split(lines):
                 "update": mean("sync", "update"), "total": mean("sync", "total"),
                 "raw": float("nan"), "direct": float("nan")}
     total, grad, update = mean("sync", "total"), mean("local", "grad"), mean("local", "update")
+    step = mean("step", "total") if "step" in lines[0] else float("nan")
     # The all-reduce measured inside the phase that holds it: downhill's apply() against
     # the twin's; DDP's forward/backward against no_sync()'s.
     phase = "update" if lines[0]["side"].startswith("downhill") else "grad"
     return {"grad": grad, "allreduce": total - grad - update, "update": update, "total": total,
-            "raw": mean("raw", "update"), "direct": mean("sync", phase) - mean("local", phase)}
+            "raw": mean("raw", "update"), "direct": mean("sync", phase) - mean("local", phase),
+            "step": step, "step_allreduce": step - grad - update}
 
 
 def main():
@@ -95,6 +100,11 @@ def main():
                      for k in ("grad", "allreduce", "update", "total", "raw")]
             print(f"| {size_label(n)} ({meta[n]['params']:,}) | {LABELS[side]} | "
                   + " | ".join(cells) + " |")
+            if side == "downhill_2rank" and per_round and per_round[0]["step"] == per_round[0]["step"]:
+                cells = [ms(median([p[k] for p in per_round]))
+                         for k in ("grad", "step_allreduce", "update", "step", "raw")]
+                print(f"| {size_label(n)} ({meta[n]['params']:,}) | downhill, 2 ranks, step() "
+                      "(all-reduce during the backward pass) | " + " | ".join(cells) + " |")
 
     print("\n| n | downhill: 2 ranks / 1 process | DDP: 2 ranks / 1 process "
           "| downhill overhead / DDP overhead (target ≤ 1) | downhill − 1 process "
@@ -124,6 +134,36 @@ def main():
         mark = "✓" if median(relative) <= 1 else "✗"
         print(f"| {size_label(n)} | {cell(ours)} | {cell(theirs)} | {cell(relative)} {mark} | "
               f"{cell(ours_abs, True)} | {cell(theirs_abs, True)} | {cell(steps)} |")
+
+    print("\n| n | downhill step() / DDP step (target at 1e7 ≤ 0.85) | step()'s exposed all-reduce "
+          "/ apply()'s (target at 1e7 ≤ 0.5) | step()'s exposed all-reduce | apply()'s | "
+          "step() / apply() step (2 ranks) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for n in sizes:
+        step_vs_ddp, exposed, step_abs, sync_abs, step_vs_sync = [], [], [], [], []
+        for r in rounds:
+            try:
+                d2, t2 = phases[(r, "downhill_2rank", n)], phases[(r, "ddp_2rank", n)]
+            except KeyError:
+                continue
+            if d2["step"] != d2["step"]:
+                continue
+            step_vs_ddp.append(d2["step"] / t2["total"])
+            exposed.append(d2["step_allreduce"] / d2["allreduce"])
+            step_abs.append(d2["step_allreduce"])
+            sync_abs.append(d2["allreduce"])
+            step_vs_sync.append(d2["step"] / d2["total"])
+        if not step_vs_ddp:
+            continue
+
+        def span(values, absolute=False):
+            low, high = min(values), max(values)
+            if absolute:
+                return f"{ms(median(values))} ({ms(low)}–{ms(high)})"
+            return f"{median(values):.2f} ({low:.2f}–{high:.2f})"
+
+        print(f"| {size_label(n)} | {span(step_vs_ddp)} | {span(exposed)} | "
+              f"{span(step_abs, True)} | {span(sync_abs, True)} | {span(step_vs_sync)} |")
 
     print()
     for n in sizes:

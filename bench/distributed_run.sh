@@ -15,7 +15,8 @@
 # LOCAL_RANK, MASTER_ADDR=127.0.0.1, a free MASTER_PORT): the same as
 #   torchrun --standalone --nproc_per_node=2 --redirects 1 --tee 1 --no_python PROGRAM
 # without torchrun's agent, whose start takes seconds of the shared cores per launch.
-# Per-round lines land in BUILD_DIR/bench/results/distributed.jsonl.
+# Per-round lines land in BUILD_DIR/bench/results/distributed.jsonl. BENCH_PIN=1 pins each rank
+# (and the one process) to a core of its own with taskset: rank r on core r.
 set -euo pipefail
 
 build="${1:-build}"
@@ -46,8 +47,8 @@ echo "LibTorch: $(dpkg-query -W -f='${Version}' libtorch-dev 2>/dev/null || echo
 echo "OMP_NUM_THREADS=$OMP_NUM_THREADS; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 sizes="1e5,1e7"
-steps="300,30"  # timed steps; two ranks split them between 3 kinds (see the programs)
-warmup="30,3"
+steps="400,40"  # timed steps; two ranks split them between their kinds (see the programs)
+warmup="40,8"
 arguments=(--sizes="$sizes" --steps="$steps" --warmup="$warmup")
 
 free_port() {
@@ -62,11 +63,13 @@ run() {
   port="$(free_port)"
   for ((rank = 0; rank < world; ++rank)); do
     logs+=("$(mktemp)")
+    local pin=()
+    if [[ -n "${BENCH_PIN:-}" ]]; then pin=(taskset -c "$rank"); fi
     if ((world > 1)); then
       RANK=$rank LOCAL_RANK=$rank WORLD_SIZE=$world LOCAL_WORLD_SIZE=$world \
-        MASTER_ADDR=127.0.0.1 MASTER_PORT=$port timeout 120 "$@" > "${logs[$rank]}" &
+        MASTER_ADDR=127.0.0.1 MASTER_PORT=$port timeout 120 "${pin[@]}" "$@" > "${logs[$rank]}" &
     else
-      timeout 120 "$@" > "${logs[$rank]}" &
+      timeout 120 "${pin[@]}" "$@" > "${logs[$rank]}" &
     fi
     pids+=($!)
   done
