@@ -73,8 +73,9 @@ def _entries(params, start):
 def _groups(params, settings, where):
     """The library's groups from `params`: [(entries, settings, frozen), ...]. A list of dicts
     is PyTorch's parameter groups, each {'params': ..., setting: value, 'frozen': bool};
-    each group's settings are the optimizer's changed by its own (the first group's are
-    merged into the optimizer's, so the others set them back)."""
+    each group's settings are the optimizer's changed by its own (the first group not frozen
+    comes first, and its settings are merged into the optimizer's, so the others set them
+    back)."""
     if not (isinstance(params, (list, tuple)) and params and isinstance(params[0], dict)):
         return [(_entries(params, 0), {}, False)], settings
     groups, count = [], 0
@@ -95,6 +96,9 @@ def _groups(params, settings, where):
             groups.append((entries, own, frozen))
     if first is None:
         raise ValueError("every parameter group is frozen: nothing to optimize")
+    # The library's first group is the optimizer's own: the first group not frozen goes first.
+    lead = next(index for index, group in enumerate(groups) if not group[2])
+    groups.insert(0, groups.pop(lead))
     if first:
         # The first group's own values became the optimizer's: a later group that does not set
         # one of them gets the value the optimizer had without them.

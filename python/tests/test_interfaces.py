@@ -221,3 +221,18 @@ def test_log_lines_go_through_pythons_logging(caplog):
                           params=[x], algo="sgd", learning_rate=0.1, max_passes=2)
     assert any(record.name == "downhill" and "SGD" in record.getMessage()
                for record in caplog.records)
+
+
+def test_parameter_groups_with_their_own_settings_and_a_frozen_group_first():
+    a = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    c = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = downhill.build("sgd", params=[{"params": [a], "frozen": True},
+                                        {"params": {"b": b}, "learning_rate": 0.5},
+                                        {"params": [c]}], learning_rate=0.1)
+    # The first group not frozen leads: b, then a (frozen), then c; unnamed tensors are named
+    # by their place among all the tensors given (a first, c third).
+    assert [name for name, _ in opt.params] == ["b", "param0", "param2"]
+    assert opt.apply([torch.ones(3, dtype=torch.float64), None, torch.ones(1, dtype=torch.float64)])
+    # x ← x − lr·1, each group's own rate, by hand; the frozen one untouched.
+    assert b.tolist() == [-0.5] * 3 and c.tolist() == [-0.1] and a.tolist() == [0.0, 0.0]
