@@ -147,8 +147,10 @@ echo "killed: nodea's rank ended in ${elapsed} s with: $(grep '^error: ' "$work/
 # once they are training. Either it joins (the agents restart every rank with 3: the run starts
 # again, and all three end alike, as one process with batches of 3·4) or it is refused with a
 # message, and the two end as one process with batches of 2·4.
+# --max_restarts: when nodec arrives, a rank may see its peer stopped for the new round before
+# its own agent stops it, and fail; the agent then starts it again rather than giving up.
 elastic="--nnodes=2:3 --nproc_per_node=1 --rdzv_backend=c10d --rdzv_endpoint=nodea:29401
-  --rdzv_id=elastic --monitor_interval=1 --redirects 1 --tee 1 --no_python"
+  --rdzv_id=elastic --monitor_interval=1 --max_restarts=3 --redirects 1 --tee 1 --no_python"
 arguments=(passes=12 batch=4 momentum=0.5 pass_sleep=0.4)
 # elastic_node NAMESPACE HOSTNAME RDZV_CONF: one node of the elastic run, in the background.
 elastic_node() {
