@@ -105,26 +105,25 @@ show() {
   done
 }
 
+# equivalent NAME FLAGS_A FLAGS_B: both nodes train; they must end alike, as the one process.
+equivalent() {
+  launch "$1" "$2" "$3" passes=3 batch=4 momentum=0.5
+  if [ "$status_a" != 0 ] || [ "$status_b" != 0 ]; then
+    show "$1"
+    echo "FAIL: the $1 launch ended with $status_a and $status_b"
+    exit 1
+  fi
+  /usr/bin/python3 "$compare" "$work/$1-a.txt" "$work/$1-b.txt" "$work/one.txt" "$1"
+}
+
 # 1. c10d rendezvous: the endpoint is nodea's name, which nodeb resolves through its hosts file.
-c10d_a="--rdzv_backend=c10d --rdzv_endpoint=nodea:29400 --rdzv_id=downhill --rdzv_conf is_host=1"
-c10d_b="--rdzv_backend=c10d --rdzv_endpoint=nodea:29400 --rdzv_id=downhill"
-launch c10d "$c10d_a" "$c10d_b" passes=3 batch=4 momentum=0.5
-if [ "$status_a" != 0 ] || [ "$status_b" != 0 ]; then
-  show c10d
-  echo "FAIL: the c10d launch ended with $status_a and $status_b"
-  exit 1
-fi
-/usr/bin/python3 "$compare" "$work/c10d-a.txt" "$work/c10d-b.txt" "$work/one.txt" c10d
+equivalent c10d \
+  "--rdzv_backend=c10d --rdzv_endpoint=nodea:29400 --rdzv_id=downhill --rdzv_conf is_host=1" \
+  "--rdzv_backend=c10d --rdzv_endpoint=nodea:29400 --rdzv_id=downhill"
 
 # 2. static rendezvous: node ranks given, the master by address.
 static="--master_addr=192.0.2.1 --master_port=29500"
-launch static "--node_rank=0 $static" "--node_rank=1 $static" passes=3 batch=4 momentum=0.5
-if [ "$status_a" != 0 ] || [ "$status_b" != 0 ]; then
-  show static
-  echo "FAIL: the static launch ended with $status_a and $status_b"
-  exit 1
-fi
-/usr/bin/python3 "$compare" "$work/static-a.txt" "$work/static-b.txt" "$work/one.txt" static
+equivalent static "--node_rank=0 $static" "--node_rank=1 $static"
 
 # 3. nodeb's rank exits at once after pass 1 (die_at=1): nodea's rank ends in a named error
 # within the timeout (10 s) and its torchrun fails.
