@@ -11,6 +11,7 @@
 #include <limits>
 #include <mutex>
 #include <numeric>
+#include <optional>
 #include <stdexcept>
 #include <string_view>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
@@ -165,7 +166,8 @@ class GroupCommunicator final : public Communicator {
   void begin_average(const std::vector<at::Tensor>& like, const std::vector<size_t>& order,
                      const std::vector<double>& flags, const Agreement& agreed) override {
     plan_buckets(like, flags.size(), order);
-    announce("averaging gradients", plan_numel_, plan_layout_, agreed);
+    // Checked before the first bucket goes: meanwhile the backward pass runs.
+    send_announcement("averaging gradients", plan_numel_, plan_layout_, agreed);
     given_.assign(like.size(), at::Tensor());
     sizes_.assign(like.size(), {});
     for (size_t i = 0; i < like.size(); ++i) {
@@ -310,6 +312,7 @@ class GroupCommunicator final : public Communicator {
   void send_ready_buckets() {
     at::NoGradGuard no_grad;
     while (sent_buckets_ < buckets_.size() && waiting_[sent_buckets_] == 0) {
+      check_announcement();
       const size_t b = sent_buckets_++;
       auto& bucket = buckets_[b];
       const auto scale = c10::scalar_to_tensor(1.0 / static_cast<double>(size()));
@@ -336,6 +339,14 @@ class GroupCommunicator final : public Communicator {
   // differs across ranks.
   void announce(const std::string& what, int64_t numel, uint32_t layout,
                 const Agreement& agreed = {}) {
+    send_announcement(what, numel, layout, agreed);
+    check_announcement();
+  }
+
+  // The first half of announce(): the fields sent, without waiting for the other ranks' (an
+  // average overlapped with the backward pass waits only before its first bucket).
+  void send_announcement(const std::string& what, int64_t numel, uint32_t layout,
+                         const Agreement& agreed) {
     const uint32_t operation = text_hash(what);
     operation_names().remember(operation, what);
     if (!announcement_.defined()) announcement_ = at::empty({2 * kAnnouncedFields}, at::kDouble);
@@ -357,7 +368,34 @@ class GroupCommunicator final : public Communicator {
     for (int64_t a = 0; a < std::min(agreed_count, kInlineAgreed); ++a) {
       put(fields, kAnnouncedFields, kFirstAgreed + a, comparable(a));
     }
-    largest_and_smallest(announcement_, what);
+    pending_ = Pending{what, operation, numel, agreed, {}};
+    std::vector<at::Tensor> one{announcement_};
+    c10d::AllreduceOptions options;
+    options.reduceOp = c10d::ReduceOp::MAX;
+    pending_->work = run(what, [&] { return group_->allreduce(one, options); });
+  }
+
+  // The second half of announce(): waits for every rank's fields and compares them
+  // (std::runtime_error on every rank when they differ, before anything else is sent).
+  void check_announcement() {
+    if (!pending_) return;
+    Pending sent = std::move(*pending_);
+    pending_.reset();
+    const std::string& what = sent.what;
+    const uint32_t operation = sent.operation;
+    const int64_t numel = sent.numel;
+    const Agreement& agreed = sent.agreed;
+    wait(sent.work, what);
+    double* fields = announcement_.data_ptr<double>();
+    auto put = [&](double* to, int64_t stride, int64_t field, double value) {
+      to[field] = value;
+      to[stride + field] = -value;
+    };
+    const auto agreed_count = static_cast<int64_t>(agreed.values.size());
+    auto comparable = [&](int64_t a) {
+      const double value = agreed.values[static_cast<size_t>(a)];
+      return std::isnan(value) ? kNanStandIn : value;
+    };
     auto largest = [&](int64_t field) { return fields[field]; };
     auto smallest = [&](int64_t field) { return -fields[kAnnouncedFields + field]; };
     bool same = true;
@@ -508,6 +546,15 @@ class GroupCommunicator final : public Communicator {
   std::vector<c10::intrusive_ptr<c10d::Work>> works_;  // by bucket, once sent
   size_t sent_buckets_ = 0;
   at::Tensor announcement_;  // reused: the fields of each announcement
+  // An announcement sent and not yet checked (send_announcement()).
+  struct Pending {
+    std::string what;
+    uint32_t operation;
+    int64_t numel;
+    Agreement agreed;
+    c10::intrusive_ptr<c10d::Work> work;
+  };
+  std::optional<Pending> pending_;
 };
 
 // torchrun's group: TCPStore at MASTER_ADDR:MASTER_PORT (served by rank 0, or by torchrun's
