@@ -133,6 +133,19 @@ OperationNames& operation_names() {
   return names;
 }
 
+// Writes `value` at `field` and −value at `stride + field`, so that one MAX over the ranks gives
+// both the largest and the smallest value.
+void put_both(double* to, int64_t stride, int64_t field, double value) {
+  to[field] = value;
+  to[stride + field] = -value;
+}
+
+// Agreed value `a`, a NaN as its stand-in (MAX of NaNs is not defined).
+double comparable(const Agreement& agreed, int64_t a) {
+  const double value = agreed.values[static_cast<size_t>(a)];
+  return std::isnan(value) ? kNanStandIn : value;
+}
+
 std::string shown_value(double value) {
   return value == kNanStandIn ? std::string("nan") : format_number(value);
 }
@@ -352,27 +365,15 @@ class GroupCommunicator final : public Communicator {
     if (!announcement_.defined()) announcement_ = at::empty({2 * kAnnouncedFields}, at::kDouble);
     double* fields = announcement_.data_ptr<double>();
     std::fill(fields, fields + 2 * kAnnouncedFields, 0.0);
-    auto put = [&](double* to, int64_t stride, int64_t field, double value) {
-      to[field] = value;
-      to[stride + field] = -value;
-    };
     const auto agreed_count = static_cast<int64_t>(agreed.values.size());
-    auto comparable = [&](int64_t a) {
-      const double value = agreed.values[static_cast<size_t>(a)];
-      return std::isnan(value) ? kNanStandIn : value;
-    };
-    put(fields, kAnnouncedFields, kOperation, operation);
-    put(fields, kAnnouncedFields, kNumel, static_cast<double>(numel));
-    put(fields, kAnnouncedFields, kLayout, layout);
-    put(fields, kAnnouncedFields, kAgreedCount, static_cast<double>(agreed_count));
+    put_both(fields, kAnnouncedFields, kOperation, operation);
+    put_both(fields, kAnnouncedFields, kNumel, static_cast<double>(numel));
+    put_both(fields, kAnnouncedFields, kLayout, layout);
+    put_both(fields, kAnnouncedFields, kAgreedCount, static_cast<double>(agreed_count));
     for (int64_t a = 0; a < std::min(agreed_count, kInlineAgreed); ++a) {
-      put(fields, kAnnouncedFields, kFirstAgreed + a, comparable(a));
+      put_both(fields, kAnnouncedFields, kFirstAgreed + a, comparable(agreed, a));
     }
-    pending_ = Pending{what, operation, numel, agreed, {}};
-    std::vector<at::Tensor> one{announcement_};
-    c10d::AllreduceOptions options;
-    options.reduceOp = c10d::ReduceOp::MAX;
-    pending_->work = run(what, [&] { return group_->allreduce(one, options); });
+    pending_ = Pending{what, operation, numel, agreed, start_max(announcement_, what)};
   }
 
   // The second half of announce(): waits for every rank's fields and compares them
@@ -387,15 +388,7 @@ class GroupCommunicator final : public Communicator {
     const Agreement& agreed = sent.agreed;
     wait(sent.work, what);
     double* fields = announcement_.data_ptr<double>();
-    auto put = [&](double* to, int64_t stride, int64_t field, double value) {
-      to[field] = value;
-      to[stride + field] = -value;
-    };
     const auto agreed_count = static_cast<int64_t>(agreed.values.size());
-    auto comparable = [&](int64_t a) {
-      const double value = agreed.values[static_cast<size_t>(a)];
-      return std::isnan(value) ? kNanStandIn : value;
-    };
     auto largest = [&](int64_t field) { return fields[field]; };
     auto smallest = [&](int64_t field) { return -fields[kAnnouncedFields + field]; };
     bool same = true;
@@ -413,7 +406,8 @@ class GroupCommunicator final : public Communicator {
       const int64_t rest = agreed_count - kInlineAgreed;
       auto more = at::empty({2 * rest}, at::kDouble);
       double* values = more.data_ptr<double>();
-      for (int64_t a = 0; a < rest; ++a) put(values, rest, a, comparable(kInlineAgreed + a));
+      for (int64_t a = 0; a < rest; ++a)
+        put_both(values, rest, a, comparable(agreed, kInlineAgreed + a));
       largest_and_smallest(more, what);
       for (int64_t a = 0; a < rest; ++a) {
         high[static_cast<size_t>(kInlineAgreed + a)] = values[a];
@@ -430,12 +424,17 @@ class GroupCommunicator final : public Communicator {
     }
   }
 
-  // The largest of each element of `fields` over the ranks, in place.
-  void largest_and_smallest(at::Tensor& fields, const std::string& what) {
+  // Starts the largest of each element of `fields` over the ranks, in place.
+  c10::intrusive_ptr<c10d::Work> start_max(at::Tensor& fields, const std::string& what) {
     std::vector<at::Tensor> one{fields};
     c10d::AllreduceOptions options;
     options.reduceOp = c10d::ReduceOp::MAX;
-    wait(run(what, [&] { return group_->allreduce(one, options); }), what);
+    return run(what, [&] { return group_->allreduce(one, options); });
+  }
+
+  // The largest of each element of `fields` over the ranks, in place.
+  void largest_and_smallest(at::Tensor& fields, const std::string& what) {
+    wait(start_max(fields, what), what);
   }
 
   template <typename Largest, typename Smallest>

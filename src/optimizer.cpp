@@ -312,14 +312,27 @@ detail::BatchEvaluation Optimizer::evaluate_batch(const Batch& batch) const {
   return {evaluation.loss, std::move(monitors), std::move(evaluation.gradients)};
 }
 
+namespace {
+
+// A frozen group's gradient may be left undefined by a loss that computes its own: zeros.
+void zero_undefined(const Params& params, std::vector<torch::Tensor>& grads) {
+  for (size_t i = 0; i < grads.size(); ++i) {
+    if (!grads[i].defined()) grads[i] = torch::zeros_like(params.tensor(i));
+  }
+}
+
+// What a step agrees on beside its gradients: whether its loss is finite, whether Ctrl-C came.
+detail::StepFlags step_flags(double loss) {
+  return {std::isfinite(loss) ? 0.0 : 1.0, detail::InterruptGuard::requested() ? 1.0 : 0.0};
+}
+
+}  // namespace
+
 detail::BatchEvaluation Optimizer::evaluate_point(const Batch& batch) {
   if (auto kept = points_->take(batch, params())) return std::move(*kept);
   auto evaluation = evaluate_batch(batch);
   if (evaluation.grads.empty()) evaluation.grads = gradients(evaluation.loss, false);
-  for (size_t i = 0; i < evaluation.grads.size(); ++i) {
-    // A frozen group's gradient may be left undefined by a loss that computes its own.
-    if (!evaluation.grads[i].defined()) evaluation.grads[i] = torch::zeros_like(params().tensor(i));
-  }
+  zero_undefined(params(), evaluation.grads);
   return evaluation;
 }
 
@@ -421,39 +434,36 @@ Monitors Optimizer::step(const Batch& batch) {
     auto evaluation = evaluate_batch(batch);
     monitors = std::move(evaluation.monitors);
     if (evaluation.grads.empty()) {
-      // Data-parallel, the gradients are averaged while the backward pass computes them.
-      check_differentiable(params(), evaluation.loss);
-      const double value = monitors.at("loss");
-      detail::StepFlags flags{std::isfinite(value) ? 0.0 : 1.0,
-                              detail::InterruptGuard::requested() ? 1.0 : 0.0};
-      if (auto average = ranks_->begin_overlapped(*engine_, flags)) {
-        ++loop_->counters.gradient_evaluations;
-        std::vector<torch::Tensor> inputs;
-        for (const auto& tensor : tensors()) {
-          if (tensor.requires_grad()) inputs.push_back(tensor);
+      if (ranks_->place().world_size > 1) {
+        // Data-parallel, the gradients are averaged while the backward pass computes them.
+        check_differentiable(params(), evaluation.loss);
+        const double value = monitors.at("loss");
+        detail::StepFlags flags = step_flags(value);
+        if (auto average = ranks_->begin_overlapped(*engine_, flags)) {
+          ++loop_->counters.gradient_evaluations;
+          std::vector<torch::Tensor> inputs;
+          for (const auto& tensor : tensors()) {
+            if (tensor.requires_grad()) inputs.push_back(tensor);
+          }
+          torch::autograd::backward({evaluation.loss}, /*grad_tensors=*/{},
+                                    /*retain_graph=*/false, /*create_graph=*/false, inputs);
+          std::vector<torch::Tensor> local, means;
+          average->finish(local, means, flags);
+          zero_unreached(params(), name(), warned_unused_, local);
+          add_gradient_monitors(monitors, local);
+          loop_->interrupt_requested = flags.interrupts > 0;
+          std::vector<torch::Tensor> no_products;
+          if (flags.nonfinite_losses > 0) {
+            engine_->skip(ranks_->nonfinite_loss(flags, value));
+          } else {
+            engine_->apply(means, no_products, /*clipped=*/false, forced_nesterov());
+          }
+          return monitors;
         }
-        torch::autograd::backward({evaluation.loss}, /*grad_tensors=*/{},
-                                  /*retain_graph=*/false, /*create_graph=*/false, inputs);
-        std::vector<torch::Tensor> local, means;
-        average->finish(local, means, flags);
-        zero_unreached(params(), name(), warned_unused_, local);
-        add_gradient_monitors(monitors, local);
-        loop_->interrupt_requested = flags.interrupts > 0;
-        std::vector<torch::Tensor> no_products;
-        if (flags.nonfinite_losses > 0) {
-          engine_->skip(ranks_->nonfinite_loss(flags, value));
-        } else {
-          engine_->apply(means, no_products, /*clipped=*/false, forced_nesterov());
-        }
-        return monitors;
       }
       evaluation.grads = gradients(evaluation.loss, false);
     }
-    for (size_t i = 0; i < evaluation.grads.size(); ++i) {
-      // A frozen group's gradient may be left undefined by a loss that computes its own.
-      if (!evaluation.grads[i].defined())
-        evaluation.grads[i] = torch::zeros_like(params().tensor(i));
-    }
+    zero_undefined(params(), evaluation.grads);
     grads = std::move(evaluation.grads);
   }
   add_gradient_monitors(monitors, grads);
@@ -522,8 +532,7 @@ void Optimizer::update_from(const Monitors& monitors, std::vector<torch::Tensor>
   const bool clipped = !hvs.empty();  // ESGD's were clipped in the graph
   // The flags count the ranks whose loss was not finite (then every rank skips) or that saw
   // Ctrl-C (then every rank stops after this step).
-  detail::StepFlags flags{std::isfinite(loss) ? 0.0 : 1.0,
-                          detail::InterruptGuard::requested() ? 1.0 : 0.0};
+  detail::StepFlags flags = step_flags(loss);
   const bool update_due = ranks_->reduce(*engine_, grads, hvs, flags);
   loop_->interrupt_requested = flags.interrupts > 0;
   if (flags.nonfinite_losses > 0) {
